@@ -1,0 +1,355 @@
+//! One WebSocket connection after the upgrade: a single task that reads
+//! frames and hands messages to the app, writes the connection's outbox to the
+//! socket, pings idle clients, and performs the close handshake.
+//!
+//! One task per connection (rather than a reader and a writer task) keeps the
+//! app's callbacks for that connection in order and never concurrent, with no
+//! locking. Reading is cancel-safe (tungstenite keeps partial frames in its own
+//! buffer), so `select!` can interleave reads, writes and timers freely.
+//!
+//! All framing decisions (what a frame means, which close code answers which
+//! error) live in this module, so that permessage-deflate can be added here
+//! without touching the app or host layers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use abi_stable::std_types::{RSlice, RStr};
+use futures_util::{SinkExt, StreamExt};
+use switchboard_plugin_api::abi::MessageRef;
+use switchboard_plugin_api::ConnId;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::{sleep_until, Instant, MissedTickBehavior};
+use tokio_tungstenite::tungstenite::error::ProtocolError;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::WebSocketStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::limits::ConnectionSlot;
+use crate::outbox::{CloseRequest, OutboxReceiver};
+use crate::plugin::MountedApp;
+use crate::registry::Connection;
+
+/// Most queued messages written before the socket is flushed and reads get a turn.
+const WRITE_BATCH: usize = 64;
+
+/// Settings every connection shares, from the `[server]` block.
+#[derive(Debug, Clone)]
+pub struct ConnectionSettings {
+    /// tungstenite's limits and buffers.
+    pub websocket: WebSocketConfig,
+    /// How often to ping; a client silent for a whole interval after a ping is dropped.
+    pub ping_interval: Duration,
+    /// How long to wait for the client's answer to our close frame.
+    pub close_timeout: Duration,
+}
+
+impl ConnectionSettings {
+    /// Builds tungstenite's configuration explicitly: its default read buffer
+    /// (128 KiB, zero-filled on every read) halves small-message throughput and
+    /// its default write buffer limit is unbounded.
+    pub fn new(server: &crate::config::ServerConfig) -> Self {
+        let write_buffer_size = 16 * 1024;
+        let mut websocket = WebSocketConfig::default();
+        websocket.read_buffer_size = server.read_buffer_size;
+        websocket.write_buffer_size = write_buffer_size;
+        // One frame of the largest message we may send, plus the target buffer and headers.
+        websocket.max_write_buffer_size = write_buffer_size + server.outbound_queue_bytes + 64;
+        websocket.max_message_size = Some(server.max_message_size);
+        websocket.max_frame_size = Some(server.max_frame_size);
+        websocket.accept_unmasked_frames = false;
+        ConnectionSettings {
+            websocket,
+            ping_interval: server.ping_interval,
+            close_timeout: server.close_timeout,
+        }
+    }
+}
+
+/// Everything a connection task needs.
+pub struct OpenConnection {
+    /// The app it belongs to.
+    pub app: Arc<MountedApp>,
+    /// Its registry entry (inserted when the task starts).
+    pub connection: Arc<Connection>,
+    /// Its outbound queue.
+    pub outbox: OutboxReceiver,
+    /// Shared settings.
+    pub settings: Arc<ConnectionSettings>,
+    /// Cancelled when the server shuts down.
+    pub shutdown: CancellationToken,
+    /// Its place under the connection limits.
+    pub slot: Arc<ConnectionSlot>,
+}
+
+/// How the connection ended, as `on_close` reports it.
+struct Ending {
+    code: u16,
+    reason: String,
+}
+
+impl Ending {
+    fn new(code: u16, reason: impl Into<String>) -> Self {
+        Ending {
+            code,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// What the loop does next after an event.
+enum Step {
+    Continue,
+    /// Start the close handshake with this close frame.
+    Close(CloseRequest),
+    /// Send this close frame, then stop reading frames: the stream is not trustworthy.
+    Abort(CloseRequest),
+    /// The connection is over.
+    End(Ending),
+}
+
+/// Serves one upgraded connection until it closes, then calls `on_close` once.
+pub async fn serve<S>(mut ws: WebSocketStream<S>, open: OpenConnection)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let OpenConnection {
+        app,
+        connection,
+        mut outbox,
+        settings,
+        shutdown,
+        slot,
+    } = open;
+    let id = connection.id;
+    app.registry().insert(connection);
+    tracing::debug!("connection open");
+
+    let mut step = match app.on_open(id) {
+        Ok(()) => Step::Continue,
+        Err(_) => Step::Close(internal_error()),
+    };
+    let mut ping = tokio::time::interval_at(
+        Instant::now() + settings.ping_interval,
+        settings.ping_interval,
+    );
+    ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut heard_since_ping = true;
+    let close_signal = outbox.close_signal();
+    // Set once our close frame is sent: until then, wait for the client's.
+    let mut closing: Option<(Instant, Ending)> = None;
+
+    let ending = loop {
+        match step {
+            Step::Continue => {}
+            Step::Close(request) | Step::Abort(request) if closing.is_some() => {
+                tracing::trace!(code = request.code, "already closing");
+            }
+            Step::Close(request) => {
+                write_queued(&mut ws, &mut outbox).await;
+                let ending = Ending::new(request.code, request.reason.clone());
+                if ws.close(Some(close_frame(&request))).await.is_err() {
+                    break ending;
+                }
+                closing = Some((Instant::now() + settings.close_timeout, ending));
+            }
+            Step::Abort(request) => {
+                let ending = Ending::new(request.code, request.reason.clone());
+                if ws.close(Some(close_frame(&request))).await.is_ok() {
+                    linger(ws.get_mut(), settings.close_timeout).await;
+                }
+                break ending;
+            }
+            Step::End(ending) => break ending,
+        }
+        let close_deadline = closing.as_ref().map(|(deadline, _)| *deadline);
+
+        step = tokio::select! {
+            biased;
+            _ = shutdown.cancelled(), if closing.is_none() => {
+                Step::Close(CloseRequest { code: 1001, reason: "server shutting down".to_owned() })
+            }
+            _ = close_signal.requested(), if closing.is_none() => match close_signal.take() {
+                Some(request) => Step::Close(request),
+                None => Step::Continue,
+            },
+            Some(message) = outbox.recv(), if closing.is_none() => {
+                write_batch(&mut ws, &mut outbox, message).await
+            }
+            incoming = ws.next() => {
+                heard_since_ping = true;
+                match incoming {
+                    Some(Ok(message)) => on_frame(&app, id, &mut ws, message, closing.is_some()).await,
+                    Some(Err(error)) => on_read_error(&app, id, error, closing.is_some()),
+                    None => Step::End(Ending::new(1006, "connection closed")),
+                }
+            }
+            _ = ping.tick(), if closing.is_none() => {
+                if heard_since_ping {
+                    heard_since_ping = false;
+                    match ws.send(Message::Ping(Default::default())).await {
+                        Ok(()) => Step::Continue,
+                        Err(_) => Step::End(Ending::new(1006, "connection lost")),
+                    }
+                } else {
+                    tracing::debug!("no answer to ping; dropping connection");
+                    Step::End(Ending::new(1006, "ping timeout"))
+                }
+            }
+            _ = sleep_until(close_deadline.unwrap_or_else(Instant::now)), if close_deadline.is_some() => {
+                tracing::debug!("client did not answer the close frame in time");
+                Step::End(Ending::new(0, ""))
+            }
+        };
+        // Once closing, the client's close reply (or its absence) ends the loop,
+        // but `on_close` reports the code we sent.
+        if let (Step::End(_), Some((_, ending))) = (&step, closing.as_ref()) {
+            step = Step::End(Ending::new(ending.code, ending.reason.clone()));
+        }
+    };
+
+    app.registry().remove(id);
+    outbox.close();
+    tracing::debug!(code = ending.code, reason = %ending.reason, "connection closed");
+    app.on_close(id, ending.code, &ending.reason);
+    drop(slot);
+}
+
+fn internal_error() -> CloseRequest {
+    CloseRequest {
+        code: 1011,
+        reason: "internal error".to_owned(),
+    }
+}
+
+fn close_frame(request: &CloseRequest) -> CloseFrame {
+    CloseFrame {
+        code: CloseCode::from(request.code),
+        reason: request.reason.as_str().into(),
+    }
+}
+
+/// Writes one message and up to a batch of those queued behind it, then flushes.
+async fn write_batch<S>(
+    ws: &mut WebSocketStream<S>,
+    outbox: &mut OutboxReceiver,
+    first: Message,
+) -> Step
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut next = Some(first);
+    let mut written = 0;
+    while let Some(message) = next {
+        if let Err(error) = ws.feed(message).await {
+            tracing::debug!(%error, "write failed");
+            return Step::End(Ending::new(1006, "connection lost"));
+        }
+        written += 1;
+        next = if written < WRITE_BATCH {
+            outbox.try_recv()
+        } else {
+            None
+        };
+    }
+    match ws.flush().await {
+        Ok(()) => Step::Continue,
+        Err(error) => {
+            tracing::debug!(%error, "flush failed");
+            Step::End(Ending::new(1006, "connection lost"))
+        }
+    }
+}
+
+/// Writes everything queued now (before a close frame), ignoring write errors
+/// (the close that follows reports them).
+async fn write_queued<S>(ws: &mut WebSocketStream<S>, outbox: &mut OutboxReceiver)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    while let Some(message) = outbox.try_recv() {
+        if ws.feed(message).await.is_err() {
+            return;
+        }
+    }
+    let _ = ws.flush().await;
+}
+
+/// Handles one frame from the client.
+async fn on_frame<S>(
+    app: &MountedApp,
+    id: ConnId,
+    ws: &mut WebSocketStream<S>,
+    message: Message,
+    closing: bool,
+) -> Step
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let delivered = match &message {
+        // After our close frame, data is discarded (RFC 6455 §1.4).
+        Message::Text(_) | Message::Binary(_) if closing => Ok(()),
+        Message::Text(text) => app.on_message(id, MessageRef::Text(RStr::from_str(text.as_str()))),
+        Message::Binary(bytes) => app.on_message(id, MessageRef::Binary(RSlice::from_slice(bytes))),
+        Message::Close(frame) => {
+            // tungstenite queued the close reply; send it now.
+            let _ = ws.flush().await;
+            let ending = match frame {
+                Some(frame) => Ending::new(frame.code.into(), frame.reason.as_str()),
+                None => Ending::new(1005, ""),
+            };
+            return Step::End(ending);
+        }
+        // tungstenite answers pings itself; any frame counts as a sign of life.
+        Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => Ok(()),
+    };
+    match delivered {
+        Ok(()) => Step::Continue,
+        Err(_) => Step::Close(internal_error()),
+    }
+}
+
+/// Maps a read error to the close code RFC 6455 asks for.
+fn on_read_error(app: &MountedApp, id: ConnId, error: WsError, closing: bool) -> Step {
+    let (code, reason) = match &error {
+        WsError::ConnectionClosed | WsError::AlreadyClosed => {
+            return Step::End(Ending::new(1005, ""))
+        }
+        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
+            return Step::End(Ending::new(1006, "closed without a close frame"))
+        }
+        WsError::Io(_) => {
+            tracing::debug!(%error, "read failed");
+            return Step::End(Ending::new(1006, "connection lost"));
+        }
+        _ if closing => return Step::End(Ending::new(1006, "error while closing")),
+        WsError::Capacity(_) => (1009, "message too big"),
+        WsError::Utf8(_) => (1007, "invalid UTF-8 in text message"),
+        WsError::Protocol(_) => (1002, "protocol error"),
+        _ => (1011, "internal error"),
+    };
+    tracing::debug!(%error, code, "closing on client error");
+    app.on_error(id, &error.to_string());
+    Step::Abort(CloseRequest {
+        code,
+        reason: reason.to_owned(),
+    })
+}
+
+/// After a close frame sent because of a broken stream: shut our side and
+/// discard whatever the client still sends, until it closes or time runs out,
+/// so that closing with unread data does not reset the connection and destroy
+/// the close frame before the client reads it.
+async fn linger<S>(stream: &mut S, limit: Duration)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let _ = tokio::time::timeout(limit, async {
+        let _ = stream.shutdown().await;
+        let mut sink = [0u8; 4096];
+        while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+    })
+    .await;
+}

@@ -1,0 +1,230 @@
+//! HTTP/1.1 on one accepted connection (hyper), and routing by path: a mounted
+//! app's path is a WebSocket endpoint, `/_/health` reports the server's state,
+//! anything else is 404.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use switchboard_plugin_api::ConnId;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::WebSocketStream;
+use tracing::{field, Instrument, Span};
+
+use crate::connection::{self, OpenConnection};
+use crate::limits::{ConnectionSlot, LimitExceeded};
+use crate::outbox::outbox;
+use crate::plugin::MountedApp;
+use crate::registry::Connection;
+use crate::server::Server;
+use crate::upgrade::{self, RejectHandshake};
+
+/// Largest HTTP request head accepted (request line and headers).
+const MAX_REQUEST_HEAD: usize = 64 * 1024;
+/// Most request headers accepted.
+const MAX_HEADERS: usize = 100;
+
+/// A plain-text response.
+pub fn text_response(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body.into()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// A JSON response.
+pub fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// Serves HTTP on one accepted connection until it closes or is upgraded.
+/// `slot` is the connection's place under the limits, or the limit that refused it
+/// (every request then gets 503).
+pub async fn serve_connection<S>(
+    io: S,
+    peer: SocketAddr,
+    server: Arc<Server>,
+    slot: Result<ConnectionSlot, LimitExceeded>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let slot = slot.map(Arc::new);
+    let service = {
+        let server = server.clone();
+        service_fn(move |request| {
+            let response = route::<S>(request, peer, &server, &slot);
+            std::future::ready(Ok::<_, Infallible>(response))
+        })
+    };
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(server.config().server.handshake_timeout)
+        .max_buf_size(MAX_REQUEST_HEAD)
+        .max_headers(MAX_HEADERS);
+    let connection = builder
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    tokio::pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        () = server.shutdown_token().cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(error) = result {
+        tracing::debug!(%error, "http connection ended with an error");
+    }
+}
+
+fn route<S>(
+    mut request: Request<Incoming>,
+    peer: SocketAddr,
+    server: &Arc<Server>,
+    slot: &Result<Arc<ConnectionSlot>, LimitExceeded>,
+) -> Response<Full<Bytes>>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let slot = match slot {
+        Ok(slot) => slot.clone(),
+        Err(limit) => {
+            let mut response = text_response(StatusCode::SERVICE_UNAVAILABLE, format!("{limit}\n"));
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return response;
+        }
+    };
+    let path = request.uri().path();
+    if let Some(app) = server.app(path) {
+        let app = app.clone();
+        return match upgrade_to_websocket::<S>(&mut request, peer, server, app, slot) {
+            Ok(response) => response,
+            Err(rejection) => {
+                tracing::debug!(
+                    reason = rejection.reason(),
+                    status = rejection.status().as_u16(),
+                    "handshake refused"
+                );
+                rejection.into_response()
+            }
+        };
+    }
+    match path {
+        "/_/health" => json_response(StatusCode::OK, &server.health()),
+        _ => text_response(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+fn upgrade_to_websocket<S>(
+    request: &mut Request<Incoming>,
+    peer: SocketAddr,
+    server: &Arc<Server>,
+    app: Arc<MountedApp>,
+    slot: Arc<ConnectionSlot>,
+) -> Result<Response<Full<Bytes>>, RejectHandshake>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let upgrade = upgrade::check_request(request)?;
+    upgrade::check_origin(request, &app)?;
+    if server.shutdown_token().is_cancelled() {
+        return Err(RejectHandshake::ShuttingDown);
+    }
+    let id = ConnId::from_bytes(*uuid::Uuid::new_v4().as_bytes());
+    let span = Span::current();
+    span.record("path", field::display(app.path()))
+        .record("id", field::display(id));
+    let accepted = upgrade::ask_app(&app, id, peer, request, &upgrade)?;
+    let response = upgrade::switching_protocols(&upgrade, &accepted);
+
+    let kept = &app.settings().info_headers;
+    let headers = request
+        .headers()
+        .iter()
+        .filter(|(name, _)| kept.iter().any(|k| k == name.as_str()))
+        .filter_map(|(name, value)| {
+            Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
+        })
+        .collect();
+    let config = &server.config().server;
+    let (outbox, receiver) = outbox(config.outbound_queue, config.outbound_queue_bytes);
+    let open = OpenConnection {
+        app,
+        connection: Arc::new(Connection {
+            id,
+            outbox,
+            peer,
+            query: request.uri().query().unwrap_or("").to_owned(),
+            headers,
+            subprotocol: accepted.subprotocol,
+            connected_at: SystemTime::now(),
+            data: accepted.data,
+        }),
+        outbox: receiver,
+        settings: server.connection_settings().clone(),
+        shutdown: server.shutdown_token().clone(),
+        slot,
+    };
+    let on_upgrade = hyper::upgrade::on(request);
+    server.tracker().spawn(
+        async move {
+            match on_upgrade.await {
+                Ok(upgraded) => run_websocket::<S>(upgraded, open).await,
+                Err(error) => tracing::debug!(%error, "upgrade did not complete"),
+            }
+        }
+        .instrument(span),
+    );
+    Ok(response)
+}
+
+/// Turns the upgraded connection back into the accepted stream type when it can
+/// (so WebSocket I/O skips hyper's boxed wrapper), then serves the WebSocket.
+async fn run_websocket<S>(upgraded: hyper::upgrade::Upgraded, open: OpenConnection)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let config = Some(open.settings.websocket);
+    match upgraded.downcast::<TokioIo<S>>() {
+        Ok(parts) => {
+            let ws = WebSocketStream::from_partially_read(
+                parts.io.into_inner(),
+                parts.read_buf.to_vec(),
+                Role::Server,
+                config,
+            )
+            .await;
+            connection::serve(ws, open).await;
+        }
+        Err(upgraded) => {
+            let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, config)
+                .await;
+            connection::serve(ws, open).await;
+        }
+    }
+}

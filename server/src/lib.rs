@@ -1,0 +1,29 @@
+//! Switchboard: a WebSocket application server whose apps are plugins.
+//!
+//! One process speaks HTTP/1.1 and WebSocket (RFC 6455). Apps are shared
+//! libraries built against `switchboard-plugin-api`, mounted on URL paths by
+//! the TOML config.
+//!
+//! # Layout
+//!
+//! - [`config`]: the TOML file, checked, with file:line:column errors.
+//! - [`server`]: the running state (mounted apps, limits, shutdown) and `run`.
+//! - [`listener`]: the accept loop; one tracing span per connection.
+//! - [`limits`]: connection limits in total and per IP address.
+//! - [`http`]: hyper on each connection; routing by path.
+//! - [`upgrade`]: RFC 6455 handshake checks, the app's verdict, the 101.
+//! - [`connection`]: one WebSocket: reads, writes, pings, close handshake.
+//! - [`outbox`]: one connection's bounded outbound queue and close request.
+//! - [`registry`]: one app's connections and groups.
+//! - [`plugin`]: loading plugin files, the `Host` given to apps, calling apps.
+
+pub mod config;
+pub mod connection;
+pub mod http;
+pub mod limits;
+pub mod listener;
+pub mod outbox;
+pub mod plugin;
+pub mod registry;
+pub mod server;
+pub mod upgrade;

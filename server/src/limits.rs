@@ -1,0 +1,113 @@
+//! Connection limits: how many TCP connections (HTTP and WebSocket alike) may
+//! be open at once, in total and from one IP address. A slot is taken at accept
+//! and given back when the connection (or the WebSocket it became) ends.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+
+/// Which limit refused a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum LimitExceeded {
+    /// `max_connections` are open.
+    #[error("the server is at its connection limit")]
+    Total,
+    /// `max_connections_per_ip` are open from this address.
+    #[error("too many connections from this address")]
+    PerIp,
+}
+
+/// The counters behind the limits.
+#[derive(Debug)]
+pub struct ConnectionLimits {
+    max_total: usize,
+    max_per_ip: usize,
+    counts: Mutex<Counts>,
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    total: usize,
+    per_ip: HashMap<IpAddr, usize>,
+}
+
+/// One open connection's place under the limits; given back on drop.
+#[derive(Debug)]
+pub struct ConnectionSlot {
+    limits: Arc<ConnectionLimits>,
+    ip: IpAddr,
+}
+
+impl ConnectionLimits {
+    /// Limits of `max_total` connections and `max_per_ip` per address (0 = no per-address limit).
+    pub fn new(max_total: usize, max_per_ip: usize) -> Arc<Self> {
+        Arc::new(ConnectionLimits {
+            max_total,
+            max_per_ip,
+            counts: Mutex::default(),
+        })
+    }
+
+    fn counts(&self) -> std::sync::MutexGuard<'_, Counts> {
+        self.counts.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes a slot for a connection from `ip`.
+    ///
+    /// # Errors
+    /// Which limit is reached.
+    pub fn acquire(self: &Arc<Self>, ip: IpAddr) -> Result<ConnectionSlot, LimitExceeded> {
+        let mut counts = self.counts();
+        if counts.total >= self.max_total {
+            return Err(LimitExceeded::Total);
+        }
+        let from_ip = counts.per_ip.entry(ip).or_default();
+        if self.max_per_ip > 0 && *from_ip >= self.max_per_ip {
+            return Err(LimitExceeded::PerIp);
+        }
+        *from_ip += 1;
+        counts.total += 1;
+        Ok(ConnectionSlot {
+            limits: self.clone(),
+            ip,
+        })
+    }
+
+    /// Connections open now.
+    pub fn open(&self) -> usize {
+        self.counts().total
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        let mut counts = self.limits.counts();
+        counts.total -= 1;
+        if let Some(n) = counts.per_ip.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                counts.per_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_are_counted_per_ip_and_in_total_and_given_back() {
+        let limits = ConnectionLimits::new(3, 2);
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        let s1 = limits.acquire(a).unwrap();
+        let _s2 = limits.acquire(a).unwrap();
+        assert_eq!(limits.acquire(a).unwrap_err(), LimitExceeded::PerIp);
+        let _s3 = limits.acquire(b).unwrap();
+        assert_eq!(limits.acquire(b).unwrap_err(), LimitExceeded::Total);
+        drop(s1);
+        assert_eq!(limits.open(), 2);
+        assert!(limits.acquire(a).is_ok());
+    }
+}

@@ -1,0 +1,242 @@
+//! The server side of the `Host` trait object: what an app's calls do.
+//!
+//! One `AppHost` exists per app instance and is cloned freely (it is an `Arc`
+//! inside). Every call works from any thread and never blocks: sends go into
+//! the connections' bounded outboxes. A message is copied out of the plugin's
+//! memory once; broadcasts and publishes share that one copy.
+
+use std::sync::Arc;
+use std::time::UNIX_EPOCH;
+
+use abi_stable::sabi_trait::TD_Opaque;
+use abi_stable::std_types::{RArc, ROption, RResult, RStr, RString, RVec};
+use bytes::Bytes;
+use switchboard_plugin_api::abi::{
+    ConnInfo, Header, Host, HostBox, HostError, HostErrorKind, Host_TO, LogLevel, MessageRef,
+};
+use switchboard_plugin_api::ConnId;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::outbox::{CloseRequest, QueueError};
+use crate::registry::{Registry, RegistryError};
+
+/// Longest close reason a close frame can carry (125 bytes minus the code).
+pub const MAX_CLOSE_REASON: usize = 123;
+
+/// The host handle of one app instance.
+#[derive(Clone)]
+pub struct AppHost {
+    registry: Arc<Registry>,
+    app: Arc<str>,
+    max_outgoing_size: usize,
+}
+
+impl AppHost {
+    /// A host over an app's registry; `max_outgoing_size` (the server's
+    /// `outbound_queue_bytes`) bounds one message the app may send.
+    pub fn new(registry: Arc<Registry>, app: Arc<str>, max_outgoing_size: usize) -> Self {
+        AppHost {
+            registry,
+            app,
+            max_outgoing_size,
+        }
+    }
+
+    /// As the trait object handed to the plugin.
+    pub fn into_abi(self) -> HostBox {
+        Host_TO::from_ptr(RArc::new(self), TD_Opaque)
+    }
+
+    fn message(&self, message: MessageRef<'_>) -> Result<Message, HostError> {
+        let len = match message {
+            MessageRef::Text(text) => text.len(),
+            MessageRef::Binary(bytes) => bytes.len(),
+        };
+        if len > self.max_outgoing_size {
+            return Err(error(
+                HostErrorKind::INVALID_ARGUMENT,
+                format!(
+                    "message of {len} bytes is larger than the server's outbound_queue_bytes ({})",
+                    self.max_outgoing_size
+                ),
+            ));
+        }
+        Ok(match message {
+            MessageRef::Text(text) => Message::Text(text.as_str().into()),
+            MessageRef::Binary(bytes) => Message::Binary(Bytes::copy_from_slice(bytes.as_slice())),
+        })
+    }
+}
+
+fn error(kind: HostErrorKind, message: String) -> HostError {
+    HostError {
+        kind,
+        message: message.into(),
+    }
+}
+
+impl From<RegistryError> for HostError {
+    fn from(e: RegistryError) -> Self {
+        let kind = match e {
+            RegistryError::UnknownConnection(_) | RegistryError::Queue(QueueError::Closed) => {
+                HostErrorKind::UNKNOWN_CONNECTION
+            }
+            RegistryError::ShutDown => HostErrorKind::SHUT_DOWN,
+            RegistryError::Queue(QueueError::Full) => HostErrorKind::QUEUE_FULL,
+        };
+        error(kind, e.to_string())
+    }
+}
+
+fn result<T>(r: Result<T, HostError>) -> RResult<T, HostError> {
+    r.into()
+}
+
+fn except(conn: ROption<ConnId>) -> Option<ConnId> {
+    conn.into_option()
+}
+
+/// Whether a server may send this close code (RFC 6455 §7.4).
+pub fn is_sendable_close_code(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
+}
+
+/// Checks a close code and reason an app or a backend asked for.
+///
+/// # Errors
+/// A lowercase explanation of what is not allowed.
+pub fn close_request(code: u16, reason: &str) -> Result<CloseRequest, String> {
+    if !is_sendable_close_code(code) {
+        return Err(format!(
+            "close code {code} may not be sent (use 1000-1003, 1007-1014 or 3000-4999)"
+        ));
+    }
+    if reason.len() > MAX_CLOSE_REASON {
+        return Err(format!(
+            "close reason is {} bytes; at most {MAX_CLOSE_REASON} fit in a close frame",
+            reason.len()
+        ));
+    }
+    Ok(CloseRequest {
+        code,
+        reason: reason.to_owned(),
+    })
+}
+
+impl Host for AppHost {
+    fn send(&self, conn: ConnId, message: MessageRef<'_>) -> RResult<(), HostError> {
+        result(
+            self.message(message)
+                .and_then(|m| Ok(self.registry.send(conn, m)?)),
+        )
+    }
+
+    fn broadcast(&self, message: MessageRef<'_>, skip: ROption<ConnId>) -> RResult<u64, HostError> {
+        result(
+            self.message(message)
+                .and_then(|m| Ok(self.registry.broadcast(&m, except(skip))?)),
+        )
+    }
+
+    fn close(&self, conn: ConnId, code: u16, reason: RStr<'_>) -> RResult<(), HostError> {
+        result(
+            close_request(code, reason.as_str())
+                .map_err(|m| error(HostErrorKind::INVALID_ARGUMENT, m))
+                .and_then(|request| Ok(self.registry.close(conn, request)?)),
+        )
+    }
+
+    fn connections(&self) -> RResult<RVec<ConnId>, HostError> {
+        result(self.registry.ids().map(RVec::from).map_err(HostError::from))
+    }
+
+    fn info(&self, conn: ConnId) -> RResult<ConnInfo, HostError> {
+        result(self.registry.get(conn).map_err(HostError::from).map(|c| {
+            ConnInfo {
+                id: c.id,
+                peer: c.peer.to_string().into(),
+                path: RString::from(&*self.app),
+                query: c.query.as_str().into(),
+                headers: c
+                    .headers
+                    .iter()
+                    .map(|(name, value)| Header {
+                        name: name.as_str().into(),
+                        value: value.as_str().into(),
+                    })
+                    .collect(),
+                subprotocol: c.subprotocol.as_deref().map(RString::from).into(),
+                connected_at_ms: c
+                    .connected_at
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+                data: c.data.as_str().into(),
+            }
+        }))
+    }
+
+    fn join(&self, conn: ConnId, group: RStr<'_>) -> RResult<(), HostError> {
+        result(
+            self.registry
+                .join(conn, group.as_str())
+                .map_err(HostError::from),
+        )
+    }
+
+    fn leave(&self, conn: ConnId, group: RStr<'_>) -> RResult<(), HostError> {
+        result(
+            self.registry
+                .leave(conn, group.as_str())
+                .map_err(HostError::from),
+        )
+    }
+
+    fn publish(
+        &self,
+        group: RStr<'_>,
+        message: MessageRef<'_>,
+        skip: ROption<ConnId>,
+    ) -> RResult<u64, HostError> {
+        result(
+            self.message(message)
+                .and_then(|m| Ok(self.registry.publish(group.as_str(), &m, except(skip))?)),
+        )
+    }
+
+    fn members(&self, group: RStr<'_>) -> RResult<RVec<ConnId>, HostError> {
+        result(
+            self.registry
+                .members(group.as_str())
+                .map(RVec::from)
+                .map_err(HostError::from),
+        )
+    }
+
+    fn log(&self, level: LogLevel, text: RStr<'_>) {
+        let (app, text) = (&*self.app, text.as_str());
+        match level {
+            LogLevel::ERROR => tracing::error!(target: "plugin", app, "{text}"),
+            LogLevel::WARN => tracing::warn!(target: "plugin", app, "{text}"),
+            LogLevel::INFO => tracing::info!(target: "plugin", app, "{text}"),
+            LogLevel::DEBUG => tracing::debug!(target: "plugin", app, "{text}"),
+            _ => tracing::trace!(target: "plugin", app, "{text}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_sendable_close_codes_and_short_reasons_pass() {
+        assert!(close_request(1000, "bye").is_ok());
+        assert!(close_request(4000, "custom").is_ok());
+        for code in [0, 999, 1004, 1005, 1006, 1015, 2000, 5000] {
+            assert!(close_request(code, "").is_err(), "{code}");
+        }
+        assert!(close_request(1000, &"x".repeat(124))
+            .unwrap_err()
+            .contains("at most 123"));
+    }
+}

@@ -1,0 +1,183 @@
+//! One app instance mounted on its path: the plugin's app object, its settings
+//! from the config, its connections, and the calls into its callbacks.
+//!
+//! A callback that returns an error or panics (the panic is caught inside the
+//! plugin by the SDK) is logged here with the app's path and returned as a
+//! [`CallbackFailure`]; the connection code then closes that one connection
+//! with 1011 and every other connection carries on.
+
+use std::sync::Arc;
+
+use abi_stable::std_types::{RResult, RStr};
+use switchboard_plugin_api::abi::{
+    AppBox, CallbackError, HandshakeRequest, HandshakeResponse, MessageRef,
+};
+use switchboard_plugin_api::ConnId;
+
+use crate::config::AppConfig;
+use crate::plugin::host::AppHost;
+use crate::plugin::loader::Plugin;
+use crate::registry::Registry;
+
+/// A callback failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{callback} {}: {message}", if *panicked { "panicked" } else { "failed" })]
+pub struct CallbackFailure {
+    /// Which callback.
+    pub callback: &'static str,
+    /// Whether it panicked (rather than returned an error).
+    pub panicked: bool,
+    /// The error or panic message.
+    pub message: String,
+}
+
+/// Settings of one mount, from its `[[app]]` block.
+#[derive(Debug, Clone)]
+pub struct MountSettings {
+    /// Subprotocols the server may choose for the app, in preference order.
+    pub subprotocols: Vec<String>,
+    /// Origins allowed (empty: any).
+    pub allowed_origins: Vec<String>,
+    /// Handshake headers kept for `Host::info`.
+    pub info_headers: Vec<String>,
+}
+
+/// One app instance on its path.
+pub struct MountedApp {
+    path: Arc<str>,
+    plugin: Arc<Plugin>,
+    app: AppBox,
+    registry: Arc<Registry>,
+    settings: MountSettings,
+}
+
+impl std::fmt::Debug for MountedApp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MountedApp")
+            .field("path", &self.path)
+            .field("plugin", &self.plugin.path())
+            .finish()
+    }
+}
+
+impl MountedApp {
+    /// Builds the app instance for one `[[app]]` block.
+    ///
+    /// # Errors
+    /// The plugin constructor's message (it refused its config, failed or panicked).
+    pub fn new(
+        config: &AppConfig,
+        plugin: Arc<Plugin>,
+        max_outgoing_size: usize,
+    ) -> Result<MountedApp, String> {
+        let path: Arc<str> = config.path.as_str().into();
+        let registry = Arc::new(Registry::default());
+        let host = AppHost::new(registry.clone(), path.clone(), max_outgoing_size);
+        let app = plugin.new_app(host.into_abi(), &config.config_json)?;
+        Ok(MountedApp {
+            path,
+            plugin,
+            app,
+            registry,
+            settings: MountSettings {
+                subprotocols: config.subprotocols.clone(),
+                allowed_origins: config.allowed_origins.clone(),
+                info_headers: config.info_headers.clone(),
+            },
+        })
+    }
+
+    /// The mount path.
+    pub fn path(&self) -> &Arc<str> {
+        &self.path
+    }
+
+    /// The plugin serving it.
+    pub fn plugin(&self) -> &Plugin {
+        &self.plugin
+    }
+
+    /// Its open connections and groups.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// Its settings.
+    pub fn settings(&self) -> &MountSettings {
+        &self.settings
+    }
+
+    fn check<T>(
+        &self,
+        callback: &'static str,
+        conn: Option<ConnId>,
+        r: RResult<T, CallbackError>,
+    ) -> Result<T, CallbackFailure> {
+        r.into_result().map_err(|e| {
+            let failure = CallbackFailure { callback, panicked: e.panicked, message: e.message.into_string() };
+            let app = &*self.path;
+            let conn = conn.map(|c| c.to_string());
+            if failure.panicked {
+                tracing::error!(app, conn, callback, panic = %failure.message, "plugin callback panicked");
+            } else {
+                tracing::warn!(app, conn, callback, error = %failure.message, "plugin callback failed");
+            }
+            failure
+        })
+    }
+
+    /// Asks the app whether to accept a handshake.
+    ///
+    /// # Errors
+    /// The callback failed.
+    pub fn on_handshake(
+        &self,
+        request: &HandshakeRequest<'_>,
+    ) -> Result<HandshakeResponse, CallbackFailure> {
+        self.check(
+            "on_handshake",
+            Some(request.conn),
+            self.app.on_handshake(request),
+        )
+    }
+
+    /// Tells the app a connection is open.
+    ///
+    /// # Errors
+    /// The callback failed.
+    pub fn on_open(&self, conn: ConnId) -> Result<(), CallbackFailure> {
+        self.check("on_open", Some(conn), self.app.on_open(conn))
+    }
+
+    /// Hands the app a message.
+    ///
+    /// # Errors
+    /// The callback failed.
+    pub fn on_message(&self, conn: ConnId, message: MessageRef<'_>) -> Result<(), CallbackFailure> {
+        self.check("on_message", Some(conn), self.app.on_message(conn, message))
+    }
+
+    /// Tells the app a connection closed (failures are only logged).
+    pub fn on_close(&self, conn: ConnId, code: u16, reason: &str) {
+        let _ = self.check(
+            "on_close",
+            Some(conn),
+            self.app.on_close(conn, code, RStr::from_str(reason)),
+        );
+    }
+
+    /// Tells the app a connection failed (failures are only logged).
+    pub fn on_error(&self, conn: ConnId, error: &str) {
+        let _ = self.check(
+            "on_error",
+            Some(conn),
+            self.app.on_error(conn, RStr::from_str(error)),
+        );
+    }
+
+    /// Shuts the app down: `on_shutdown`, then every host call fails with `SHUT_DOWN`.
+    pub fn shut_down(&self) {
+        let _ = self.check("on_shutdown", None, self.app.on_shutdown());
+        self.registry.shut_down();
+    }
+}

@@ -1,0 +1,351 @@
+//! The open connections and groups of one mounted app: what `Host::send`,
+//! `broadcast`, `publish`, `join` and the push API look connections up in.
+//!
+//! One `RwLock` guards connections and groups together, so membership can never
+//! name a connection that has gone. It is a std lock, held only for map work and
+//! non-blocking queue pushes, never across an `.await`. Sends, broadcasts and
+//! publishes take it shared; opening, closing, joining and leaving take it
+//! exclusively.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::SystemTime;
+
+use switchboard_plugin_api::ConnId;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::outbox::{CloseRequest, Outbox, QueueError};
+
+/// What the server keeps about one open connection.
+#[derive(Debug)]
+pub struct Connection {
+    /// Its id.
+    pub id: ConnId,
+    /// Where its messages go.
+    pub outbox: Outbox,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// The raw query string of the handshake.
+    pub query: String,
+    /// The handshake headers the app keeps (`info_headers`).
+    pub headers: Vec<(String, String)>,
+    /// The chosen subprotocol.
+    pub subprotocol: Option<String>,
+    /// When it opened.
+    pub connected_at: SystemTime,
+    /// Data the app attached at handshake.
+    pub data: String,
+}
+
+/// Why a registry operation failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RegistryError {
+    /// No open connection has that id.
+    #[error("no open connection {0} on this app")]
+    UnknownConnection(ConnId),
+    /// The app is shut down.
+    #[error("the app has been shut down")]
+    ShutDown,
+    /// The connection's queue refused the message.
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+}
+
+#[derive(Default)]
+struct State {
+    connections: HashMap<ConnId, Arc<Connection>>,
+    /// Group name → members.
+    groups: HashMap<String, HashSet<ConnId>>,
+    /// Connection → the groups it is in, so closing leaves them all.
+    memberships: HashMap<ConnId, HashSet<String>>,
+}
+
+/// The connections and groups of one app.
+#[derive(Default)]
+pub struct Registry {
+    state: RwLock<State>,
+    shut_down: AtomicBool,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("connections", &self.len())
+            .finish()
+    }
+}
+
+impl Registry {
+    fn read(&self) -> Result<RwLockReadGuard<'_, State>, RegistryError> {
+        if self.shut_down.load(Ordering::Acquire) {
+            return Err(RegistryError::ShutDown);
+        }
+        Ok(self.state.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds an open connection.
+    pub fn insert(&self, connection: Arc<Connection>) {
+        self.write().connections.insert(connection.id, connection);
+    }
+
+    /// Removes a connection and its group memberships.
+    pub fn remove(&self, id: ConnId) {
+        let mut state = self.write();
+        state.connections.remove(&id);
+        if let Some(groups) = state.memberships.remove(&id) {
+            for group in groups {
+                if let Some(members) = state.groups.get_mut(&group) {
+                    members.remove(&id);
+                    if members.is_empty() {
+                        state.groups.remove(&group);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Marks the app shut down: every later call fails with `ShutDown`.
+    pub fn shut_down(&self) {
+        self.shut_down.store(true, Ordering::Release);
+    }
+
+    /// Number of open connections.
+    pub fn len(&self) -> usize {
+        self.state
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .connections
+            .len()
+    }
+
+    /// Whether no connection is open.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// One connection, if open.
+    ///
+    /// # Errors
+    /// `UnknownConnection`, `ShutDown`.
+    pub fn get(&self, id: ConnId) -> Result<Arc<Connection>, RegistryError> {
+        self.read()?
+            .connections
+            .get(&id)
+            .cloned()
+            .ok_or(RegistryError::UnknownConnection(id))
+    }
+
+    /// Queues a message for one connection.
+    ///
+    /// # Errors
+    /// `UnknownConnection`, `ShutDown`, or the queue's refusal.
+    pub fn send(&self, id: ConnId, message: Message) -> Result<(), RegistryError> {
+        let state = self.read()?;
+        let connection = state
+            .connections
+            .get(&id)
+            .ok_or(RegistryError::UnknownConnection(id))?;
+        Ok(connection.outbox.push(message)?)
+    }
+
+    /// Queues a message for every connection but `except`; returns how many took it.
+    /// The message's payload is shared, not copied, between connections.
+    ///
+    /// # Errors
+    /// `ShutDown`.
+    pub fn broadcast(
+        &self,
+        message: &Message,
+        except: Option<ConnId>,
+    ) -> Result<u64, RegistryError> {
+        let state = self.read()?;
+        Ok(deliver(
+            state.connections.values().map(|c| &**c),
+            message,
+            except,
+        ))
+    }
+
+    /// Queues a message for every member of a group but `except`; returns how many took it.
+    ///
+    /// # Errors
+    /// `ShutDown`.
+    pub fn publish(
+        &self,
+        group: &str,
+        message: &Message,
+        except: Option<ConnId>,
+    ) -> Result<u64, RegistryError> {
+        let state = self.read()?;
+        let Some(members) = state.groups.get(group) else {
+            return Ok(0);
+        };
+        let connections = members
+            .iter()
+            .filter_map(|id| state.connections.get(id).map(|c| &**c));
+        Ok(deliver(connections, message, except))
+    }
+
+    /// Asks one connection to close.
+    ///
+    /// # Errors
+    /// `UnknownConnection`, `ShutDown`.
+    pub fn close(&self, id: ConnId, request: CloseRequest) -> Result<(), RegistryError> {
+        self.get(id)?.outbox.request_close(request);
+        Ok(())
+    }
+
+    /// The ids of every open connection.
+    ///
+    /// # Errors
+    /// `ShutDown`.
+    pub fn ids(&self) -> Result<Vec<ConnId>, RegistryError> {
+        Ok(self.read()?.connections.keys().copied().collect())
+    }
+
+    /// Adds a connection to a group.
+    ///
+    /// # Errors
+    /// `UnknownConnection`, `ShutDown`.
+    pub fn join(&self, id: ConnId, group: &str) -> Result<(), RegistryError> {
+        drop(self.read()?);
+        let mut state = self.write();
+        if !state.connections.contains_key(&id) {
+            return Err(RegistryError::UnknownConnection(id));
+        }
+        state.groups.entry(group.to_owned()).or_default().insert(id);
+        state
+            .memberships
+            .entry(id)
+            .or_default()
+            .insert(group.to_owned());
+        Ok(())
+    }
+
+    /// Removes a connection from a group (no error if it was not a member).
+    ///
+    /// # Errors
+    /// `UnknownConnection`, `ShutDown`.
+    pub fn leave(&self, id: ConnId, group: &str) -> Result<(), RegistryError> {
+        drop(self.read()?);
+        let mut state = self.write();
+        if !state.connections.contains_key(&id) {
+            return Err(RegistryError::UnknownConnection(id));
+        }
+        if let Some(members) = state.groups.get_mut(group) {
+            members.remove(&id);
+            if members.is_empty() {
+                state.groups.remove(group);
+            }
+        }
+        if let Some(groups) = state.memberships.get_mut(&id) {
+            groups.remove(group);
+        }
+        Ok(())
+    }
+
+    /// The members of a group.
+    ///
+    /// # Errors
+    /// `ShutDown`.
+    pub fn members(&self, group: &str) -> Result<Vec<ConnId>, RegistryError> {
+        Ok(self
+            .read()?
+            .groups
+            .get(group)
+            .map(|m| m.iter().copied().collect())
+            .unwrap_or_default())
+    }
+
+    /// Asks every connection to close (used at shutdown).
+    pub fn close_all(&self, request: &CloseRequest) {
+        let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+        for connection in state.connections.values() {
+            connection.outbox.request_close(request.clone());
+        }
+    }
+}
+
+fn deliver<'a>(
+    connections: impl Iterator<Item = &'a Connection>,
+    message: &Message,
+    except: Option<ConnId>,
+) -> u64 {
+    let mut delivered = 0;
+    for connection in connections {
+        if Some(connection.id) != except && connection.outbox.push(message.clone()).is_ok() {
+            delivered += 1;
+        }
+    }
+    delivered
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outbox::{outbox, OutboxReceiver};
+
+    fn open(registry: &Registry, n: u8) -> (ConnId, OutboxReceiver) {
+        let id = ConnId::from_bytes([n; 16]);
+        let (tx, rx) = outbox(8, 1 << 20);
+        registry.insert(Arc::new(Connection {
+            id,
+            outbox: tx,
+            peer: "127.0.0.1:1".parse().unwrap(),
+            query: String::new(),
+            headers: Vec::new(),
+            subprotocol: None,
+            connected_at: SystemTime::now(),
+            data: String::new(),
+        }));
+        (id, rx)
+    }
+
+    #[test]
+    fn publish_reaches_members_only_and_closing_leaves_every_group() {
+        let registry = Registry::default();
+        let (a, mut rx_a) = open(&registry, 1);
+        let (b, mut rx_b) = open(&registry, 2);
+        let (_c, mut rx_c) = open(&registry, 3);
+        registry.join(a, "room").unwrap();
+        registry.join(b, "room").unwrap();
+        registry.join(b, "other").unwrap();
+        assert_eq!(
+            registry
+                .publish("room", &Message::text("hi"), Some(a))
+                .unwrap(),
+            1
+        );
+        assert!(rx_a.try_recv().is_none());
+        assert_eq!(rx_b.try_recv(), Some(Message::text("hi")));
+        assert!(rx_c.try_recv().is_none());
+
+        registry.remove(b);
+        assert_eq!(registry.members("room").unwrap(), vec![a]);
+        assert!(registry.members("other").unwrap().is_empty());
+        assert_eq!(
+            registry.join(b, "room"),
+            Err(RegistryError::UnknownConnection(b))
+        );
+    }
+
+    #[test]
+    fn broadcast_skips_the_excepted_connection_and_shutdown_refuses_calls() {
+        let registry = Registry::default();
+        let (a, _rx_a) = open(&registry, 1);
+        let (_b, _rx_b) = open(&registry, 2);
+        assert_eq!(registry.broadcast(&Message::text("x"), Some(a)).unwrap(), 1);
+        assert_eq!(registry.broadcast(&Message::text("x"), None).unwrap(), 2);
+        registry.shut_down();
+        assert_eq!(
+            registry.send(a, Message::text("x")),
+            Err(RegistryError::ShutDown)
+        );
+    }
+}

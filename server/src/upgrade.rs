@@ -1,0 +1,427 @@
+//! The WebSocket upgrade: RFC 6455 §4.2 checks on the HTTP request, the app's
+//! `on_handshake` decision, and the `101 Switching Protocols` response.
+//! Every refusal is a [`RejectHandshake`] that carries its HTTP status and body.
+
+use std::net::SocketAddr;
+
+use abi_stable::std_types::{RSlice, RStr};
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Version};
+use http_body_util::Full;
+use switchboard_plugin_api::abi::{Acceptance, HandshakeRequest, HeaderRef, Rejection};
+use switchboard_plugin_api::ConnId;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+
+use crate::config::origin_allowed;
+use crate::plugin::MountedApp;
+
+/// Why a WebSocket upgrade was refused; each carries its response.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RejectHandshake {
+    /// Not a GET.
+    #[error("a WebSocket handshake must be a GET request")]
+    MethodNotAllowed,
+    /// HTTP/1.0 or older.
+    #[error("a WebSocket handshake needs HTTP/1.1")]
+    HttpVersion,
+    /// No `Upgrade: websocket` / `Connection: upgrade`: a plain HTTP request on an app path.
+    #[error("this is a WebSocket endpoint: send a WebSocket upgrade request (Upgrade: websocket, Connection: Upgrade, Sec-WebSocket-Version: 13)")]
+    NotWebSocket,
+    /// `Sec-WebSocket-Version` is not 13.
+    #[error("unsupported Sec-WebSocket-Version (this server speaks version 13)")]
+    VersionNotSupported,
+    /// `Sec-WebSocket-Key` missing or not 16 bytes in base64.
+    #[error("missing or invalid Sec-WebSocket-Key (expected 16 bytes in base64)")]
+    BadKey,
+    /// The `Origin` is not in the allow-list.
+    #[error("origin not allowed")]
+    OriginNotAllowed,
+    /// The server is shutting down.
+    #[error("the server is shutting down")]
+    ShuttingDown,
+    /// The app refused the connection.
+    #[error("{body}")]
+    ByApp {
+        /// The app's status.
+        status: StatusCode,
+        /// The app's body.
+        body: String,
+        /// The app's extra headers.
+        headers: Vec<(HeaderName, HeaderValue)>,
+    },
+    /// The app's `on_handshake` failed or answered something invalid.
+    #[error("the app failed to handle the handshake")]
+    AppFailed,
+}
+
+impl RejectHandshake {
+    /// The HTTP status of the refusal.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            RejectHandshake::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            RejectHandshake::HttpVersion | RejectHandshake::BadKey => StatusCode::BAD_REQUEST,
+            RejectHandshake::NotWebSocket | RejectHandshake::VersionNotSupported => {
+                StatusCode::UPGRADE_REQUIRED
+            }
+            RejectHandshake::OriginNotAllowed => StatusCode::FORBIDDEN,
+            RejectHandshake::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            RejectHandshake::ByApp { status, .. } => *status,
+            RejectHandshake::AppFailed => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// A short label for logs and metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            RejectHandshake::MethodNotAllowed => "method",
+            RejectHandshake::HttpVersion => "http_version",
+            RejectHandshake::NotWebSocket => "not_websocket",
+            RejectHandshake::VersionNotSupported => "version",
+            RejectHandshake::BadKey => "key",
+            RejectHandshake::OriginNotAllowed => "origin",
+            RejectHandshake::ShuttingDown => "shutting_down",
+            RejectHandshake::ByApp { .. } => "app",
+            RejectHandshake::AppFailed => "app_failed",
+        }
+    }
+
+    /// The HTTP response for the client.
+    pub fn into_response(self) -> Response<Full<Bytes>> {
+        let status = self.status();
+        let mut response = crate::http::text_response(status, format!("{self}\n"));
+        let headers = response.headers_mut();
+        match self {
+            RejectHandshake::MethodNotAllowed => {
+                headers.insert(header::ALLOW, HeaderValue::from_static("GET"));
+            }
+            RejectHandshake::NotWebSocket | RejectHandshake::VersionNotSupported => {
+                headers.insert(
+                    header::SEC_WEBSOCKET_VERSION,
+                    HeaderValue::from_static("13"),
+                );
+                headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+                headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+            }
+            RejectHandshake::ByApp { headers: extra, .. } => {
+                for (name, value) in extra {
+                    headers.append(name, value);
+                }
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+/// Whether a comma-separated header contains `token` (case-insensitive).
+fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// A syntactically valid `Sec-WebSocket-Key`: 16 bytes in base64 is 22
+/// alphabet characters and `==`.
+fn is_valid_key(key: &[u8]) -> bool {
+    key.len() == 24
+        && key.ends_with(b"==")
+        && key[..22]
+            .iter()
+            .all(|&c| c.is_ascii_alphanumeric() || c == b'+' || c == b'/')
+}
+
+/// A request that passed the RFC 6455 checks.
+#[derive(Debug)]
+pub struct UpgradeRequest {
+    /// `Sec-WebSocket-Key`.
+    pub key: HeaderValue,
+    /// Offered subprotocols, in the client's order.
+    pub subprotocols: Vec<String>,
+}
+
+/// Checks that a request is a WebSocket handshake (RFC 6455 §4.2.1).
+///
+/// # Errors
+/// The first failed check.
+pub fn check_request<B>(request: &Request<B>) -> Result<UpgradeRequest, RejectHandshake> {
+    let headers = request.headers();
+    if !has_token(headers, &header::UPGRADE, "websocket")
+        || !has_token(headers, &header::CONNECTION, "upgrade")
+    {
+        return Err(if request.method() == Method::GET {
+            RejectHandshake::NotWebSocket
+        } else {
+            RejectHandshake::MethodNotAllowed
+        });
+    }
+    if request.method() != Method::GET {
+        return Err(RejectHandshake::MethodNotAllowed);
+    }
+    if request.version() < Version::HTTP_11 {
+        return Err(RejectHandshake::HttpVersion);
+    }
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .map(HeaderValue::as_bytes)
+        != Some(b"13")
+    {
+        return Err(RejectHandshake::VersionNotSupported);
+    }
+    let key = match headers.get(header::SEC_WEBSOCKET_KEY) {
+        Some(key) if is_valid_key(key.as_bytes()) => key.clone(),
+        _ => return Err(RejectHandshake::BadKey),
+    };
+    let subprotocols = headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(str::to_owned)
+        .collect();
+    Ok(UpgradeRequest { key, subprotocols })
+}
+
+/// Checks the `Origin` header against the app's allow-list. Requests without
+/// an `Origin` (non-browser clients) pass.
+///
+/// # Errors
+/// `OriginNotAllowed`.
+pub fn check_origin<B>(request: &Request<B>, app: &MountedApp) -> Result<(), RejectHandshake> {
+    match request.headers().get(header::ORIGIN).map(|o| o.to_str()) {
+        None => Ok(()),
+        Some(Ok(origin)) if origin_allowed(&app.settings().allowed_origins, origin) => Ok(()),
+        Some(_) => Err(RejectHandshake::OriginNotAllowed),
+    }
+}
+
+/// What the app decided, checked.
+#[derive(Debug)]
+pub struct Accepted {
+    /// The subprotocol to answer with.
+    pub subprotocol: Option<String>,
+    /// The app's per-connection data.
+    pub data: String,
+    /// Extra 101 headers.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+fn convert_headers(
+    app: &MountedApp,
+    headers: &[switchboard_plugin_api::abi::Header],
+) -> Result<Vec<(HeaderName, HeaderValue)>, RejectHandshake> {
+    headers
+        .iter()
+        .map(|h| {
+            match (
+                HeaderName::try_from(h.name.as_str()),
+                HeaderValue::try_from(h.value.as_str()),
+            ) {
+                (Ok(name), Ok(value)) => Ok((name, value)),
+                _ => {
+                    tracing::error!(
+                        app = &**app.path(),
+                        header = h.name.as_str(),
+                        "on_handshake answered an invalid header"
+                    );
+                    Err(RejectHandshake::AppFailed)
+                }
+            }
+        })
+        .collect()
+}
+
+/// Asks the app about a handshake and checks its answer.
+///
+/// # Errors
+/// The app's refusal, or `AppFailed` if it failed or answered something invalid.
+pub fn ask_app<B>(
+    app: &MountedApp,
+    conn: ConnId,
+    peer: SocketAddr,
+    request: &Request<B>,
+    upgrade: &UpgradeRequest,
+) -> Result<Accepted, RejectHandshake> {
+    let peer = peer.to_string();
+    let header_refs: Vec<HeaderRef<'_>> = request
+        .headers()
+        .iter()
+        .filter_map(|(name, value)| {
+            Some(HeaderRef {
+                name: RStr::from_str(name.as_str()),
+                value: RStr::from_str(value.to_str().ok()?),
+            })
+        })
+        .collect();
+    let protocol_refs: Vec<RStr<'_>> = upgrade
+        .subprotocols
+        .iter()
+        .map(|p| RStr::from_str(p))
+        .collect();
+    let handshake = HandshakeRequest {
+        conn,
+        peer: RStr::from_str(&peer),
+        path: RStr::from_str(request.uri().path()),
+        query: RStr::from_str(request.uri().query().unwrap_or("")),
+        headers: RSlice::from_slice(&header_refs),
+        subprotocols: RSlice::from_slice(&protocol_refs),
+    };
+    let response = app
+        .on_handshake(&handshake)
+        .map_err(|_| RejectHandshake::AppFailed)?;
+    match response {
+        switchboard_plugin_api::abi::HandshakeResponse::Accept(Acceptance {
+            subprotocol,
+            data,
+            headers,
+        }) => {
+            let subprotocol = match subprotocol.into_option() {
+                Some(chosen) if upgrade.subprotocols.iter().any(|p| *p == *chosen) => {
+                    Some(chosen.into_string())
+                }
+                Some(chosen) => {
+                    tracing::error!(
+                        app = &**app.path(),
+                        subprotocol = chosen.as_str(),
+                        "on_handshake chose a subprotocol the client did not offer"
+                    );
+                    return Err(RejectHandshake::AppFailed);
+                }
+                None => upgrade
+                    .subprotocols
+                    .iter()
+                    .find(|offered| app.settings().subprotocols.contains(offered))
+                    .cloned(),
+            };
+            Ok(Accepted {
+                subprotocol,
+                data: data.into_string(),
+                headers: convert_headers(app, &headers)?,
+            })
+        }
+        switchboard_plugin_api::abi::HandshakeResponse::Reject(Rejection {
+            status,
+            body,
+            headers,
+        }) => {
+            let Some(status) = StatusCode::from_u16(status)
+                .ok()
+                .filter(|s| s.is_client_error() || s.is_server_error())
+            else {
+                tracing::error!(
+                    app = &**app.path(),
+                    status,
+                    "on_handshake rejected with a status that is not 4xx or 5xx"
+                );
+                return Err(RejectHandshake::AppFailed);
+            };
+            Err(RejectHandshake::ByApp {
+                status,
+                body: body.into_string(),
+                headers: convert_headers(app, &headers)?,
+            })
+        }
+    }
+}
+
+/// The `101 Switching Protocols` response.
+pub fn switching_protocols(upgrade: &UpgradeRequest, accepted: &Accepted) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    let accept = derive_accept_key(upgrade.key.as_bytes());
+    headers.insert(
+        header::SEC_WEBSOCKET_ACCEPT,
+        HeaderValue::try_from(accept).expect("base64 is a valid header value"),
+    );
+    if let Some(protocol) = &accepted.subprotocol {
+        if let Ok(value) = HeaderValue::try_from(protocol.as_str()) {
+            headers.insert(header::SEC_WEBSOCKET_PROTOCOL, value);
+        }
+    }
+    for (name, value) in &accepted.headers {
+        headers.append(name.clone(), value.clone());
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(edit: impl FnOnce(http::request::Builder) -> http::request::Builder) -> Request<()> {
+        let builder = Request::get("/echo")
+            .header("upgrade", "websocket")
+            .header("connection", "keep-alive, Upgrade")
+            .header("sec-websocket-version", "13")
+            .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==");
+        edit(builder).body(()).unwrap()
+    }
+
+    #[test]
+    fn a_valid_handshake_passes_and_lists_subprotocols_in_order() {
+        let upgrade = check_request(&request(|b| {
+            b.header("sec-websocket-protocol", "b.v1, a.v2")
+                .header("sec-websocket-protocol", "c")
+        }))
+        .unwrap();
+        assert_eq!(upgrade.subprotocols, vec!["b.v1", "a.v2", "c"]);
+    }
+
+    #[test]
+    fn each_broken_handshake_gets_its_status() {
+        let plain = Request::get("/echo").body(()).unwrap();
+        assert_eq!(
+            check_request(&plain).unwrap_err().status(),
+            StatusCode::UPGRADE_REQUIRED
+        );
+        let post = Request::post("/echo").body(()).unwrap();
+        assert_eq!(
+            check_request(&post).unwrap_err().status(),
+            StatusCode::METHOD_NOT_ALLOWED
+        );
+        let v8 = request(|b| b.header("sec-websocket-version", "8"));
+        let v8 = {
+            let mut v8 = v8;
+            v8.headers_mut()
+                .insert("sec-websocket-version", HeaderValue::from_static("8"));
+            v8
+        };
+        let rejection = check_request(&v8).unwrap_err();
+        assert_eq!(rejection, RejectHandshake::VersionNotSupported);
+        assert_eq!(
+            rejection.into_response().headers()["sec-websocket-version"],
+            "13"
+        );
+        let mut bad_key = request(|b| b);
+        bad_key
+            .headers_mut()
+            .insert("sec-websocket-key", HeaderValue::from_static("short"));
+        assert_eq!(
+            check_request(&bad_key).unwrap_err().status(),
+            StatusCode::BAD_REQUEST
+        );
+    }
+
+    #[test]
+    fn accept_key_is_the_rfc_example() {
+        let upgrade = check_request(&request(|b| b)).unwrap();
+        let accepted = Accepted {
+            subprotocol: None,
+            data: String::new(),
+            headers: Vec::new(),
+        };
+        let response = switching_protocols(&upgrade, &accepted);
+        assert_eq!(
+            response.headers()["sec-websocket-accept"],
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+    }
+}

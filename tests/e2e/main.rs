@@ -1,0 +1,18 @@
+//! End-to-end tests: the real `switchboard` binary with the real plugins,
+//! spoken to by a WebSocket client library, raw TCP and HTTP.
+//! Build the workspace first: `cargo build --workspace && cargo test --workspace`.
+
+// Echo of every payload size and kind through the echo plugin.
+mod echo;
+// The commands bot, command by command.
+mod commands;
+// RFC 6455 behaviour: fragmentation, ping/pong, close handshake and close codes.
+mod protocol;
+// HTTP answers: 404, 426, 405, 400, subprotocols, malformed requests, limits.
+mod http;
+// Config and plugin errors, `check` and `plugins`.
+mod startup;
+// Many clients on several apps at once; shutdown.
+mod concurrency;
+
+mod util;

@@ -1,0 +1,202 @@
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use switchboard_tests::{TestConfig, TestServer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::{CloseFrame, Frame};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::util::{ends, expect_close, next, WAIT};
+
+fn frame(data: &[u8], opcode: Data, fin: bool) -> Message {
+    Message::Frame(Frame::message(data.to_vec(), OpCode::Data(opcode), fin))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fragmented_messages_are_reassembled() {
+    let server = TestServer::start(TestConfig::new()).await;
+    let mut ws = server.ws("/echo").await;
+    ws.send(frame(b"frag", Data::Text, false)).await.unwrap();
+    ws.send(frame(b"men", Data::Continue, false)).await.unwrap();
+    // A ping between fragments is allowed and answered.
+    ws.send(Message::Ping(b"mid".to_vec().into()))
+        .await
+        .unwrap();
+    ws.send(frame("ted ✓".as_bytes(), Data::Continue, true))
+        .await
+        .unwrap();
+    assert_eq!(next(&mut ws).await, Message::text("fragmented ✓"));
+
+    ws.send(frame(&[1, 2], Data::Binary, false)).await.unwrap();
+    ws.send(frame(&[3], Data::Continue, true)).await.unwrap();
+    assert_eq!(next(&mut ws).await, Message::binary(vec![1, 2, 3]));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ping_is_answered_with_pong_carrying_the_same_payload() {
+    let server = TestServer::start(TestConfig::new()).await;
+    let mut ws = server.ws("/echo").await;
+    ws.send(Message::Ping(b"are you there".to_vec().into()))
+        .await
+        .unwrap();
+    let pong = tokio::time::timeout(WAIT, async {
+        loop {
+            if let Some(Ok(Message::Pong(payload))) = ws.next().await {
+                return payload;
+            }
+        }
+    })
+    .await
+    .expect("pong");
+    assert_eq!(&pong[..], b"are you there");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn client_close_is_answered_with_the_same_code() {
+    let server = TestServer::start(TestConfig::new()).await;
+    let mut ws = server.ws("/echo").await;
+    ws.close(Some(CloseFrame {
+        code: 1000.into(),
+        reason: "done".into(),
+    }))
+    .await
+    .unwrap();
+    assert_eq!(expect_close(&mut ws).await, (1000, "done".to_owned()));
+    assert!(ends(&mut ws).await);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn invalid_utf8_in_text_closes_with_1007() {
+    let server = TestServer::start(TestConfig::new()).await;
+    let mut ws = server.ws("/echo").await;
+    ws.send(frame(&[0x68, 0xff, 0xfe], Data::Text, true))
+        .await
+        .unwrap();
+    assert_eq!(expect_close(&mut ws).await.0, 1007);
+    // The server keeps serving everyone else.
+    let mut other = server.ws("/echo").await;
+    other.send(Message::text("still here")).await.unwrap();
+    assert_eq!(next(&mut other).await, Message::text("still here"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn oversized_message_closes_with_1009() {
+    let server = TestServer::start(TestConfig::new().server("max_message_size = \"64 KiB\"")).await;
+    let mut ws = server.ws("/echo").await;
+    ws.send(Message::binary(vec![0u8; 64 * 1024]))
+        .await
+        .unwrap();
+    assert_eq!(
+        next(&mut ws).await.len(),
+        64 * 1024,
+        "a message at the limit passes"
+    );
+    ws.send(Message::binary(vec![0u8; 64 * 1024 + 1]))
+        .await
+        .unwrap();
+    assert_eq!(expect_close(&mut ws).await.0, 1009);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn oversized_fragmented_message_closes_with_1009() {
+    let server = TestServer::start(TestConfig::new().server("max_message_size = \"64 KiB\"")).await;
+    let mut ws = server.ws("/echo").await;
+    ws.send(frame(&[b'a'; 30 * 1024], Data::Text, false))
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        ws.send(frame(&[b'a'; 30 * 1024], Data::Continue, false))
+            .await
+            .unwrap();
+    }
+    ws.send(frame(b"end", Data::Continue, true)).await.unwrap();
+    assert_eq!(expect_close(&mut ws).await.0, 1009);
+}
+
+/// Completes a WebSocket handshake on a raw socket and returns it.
+async fn raw_websocket(server: &TestServer, path: &str) -> TcpStream {
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        stream.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    stream
+}
+
+/// Reads one unmasked server frame: (opcode, payload).
+async fn read_frame(stream: &mut TcpStream) -> (u8, Vec<u8>) {
+    let mut header = [0u8; 2];
+    stream.read_exact(&mut header).await.unwrap();
+    let len = match header[1] & 0x7f {
+        126 => {
+            let mut ext = [0u8; 2];
+            stream.read_exact(&mut ext).await.unwrap();
+            u16::from_be_bytes(ext) as usize
+        }
+        127 => {
+            let mut ext = [0u8; 8];
+            stream.read_exact(&mut ext).await.unwrap();
+            u64::from_be_bytes(ext) as usize
+        }
+        n => n as usize,
+    };
+    let mut payload = vec![0u8; len];
+    stream.read_exact(&mut payload).await.unwrap();
+    (header[0] & 0x0f, payload)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unmasked_client_frame_closes_with_1002() {
+    let server = TestServer::start(TestConfig::new()).await;
+    let mut stream = raw_websocket(&server, "/echo").await;
+    // FIN + text, no mask bit, "hi".
+    stream.write_all(&[0x81, 0x02, b'h', b'i']).await.unwrap();
+    let (opcode, payload) = tokio::time::timeout(WAIT, read_frame(&mut stream))
+        .await
+        .unwrap();
+    assert_eq!(opcode, 0x8, "expected a close frame");
+    assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), 1002);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_never_answers_pings_is_dropped() {
+    let server = TestServer::start(TestConfig::new().server("ping_interval = \"200ms\"")).await;
+    let mut stream = raw_websocket(&server, "/echo").await;
+    // The server pings; this client reads but never answers.
+    let (opcode, _) = tokio::time::timeout(WAIT, read_frame(&mut stream))
+        .await
+        .unwrap();
+    assert_eq!(opcode, 0x9, "expected a ping");
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest)).await;
+    assert!(
+        read.is_ok(),
+        "the server should drop a client that does not answer pings"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_answers_pings_stays_connected() {
+    let server = TestServer::start(TestConfig::new().server("ping_interval = \"100ms\"")).await;
+    let mut ws = server.ws("/echo").await;
+    // Reading lets the client library answer the server's pings.
+    let _ = tokio::time::timeout(Duration::from_millis(600), async {
+        while let Some(Ok(_)) = ws.next().await {}
+    })
+    .await;
+    ws.send(Message::text("alive")).await.unwrap();
+    assert_eq!(next(&mut ws).await, Message::text("alive"));
+}

@@ -1,0 +1,214 @@
+use switchboard_tests::{output_text, plugin_path, run_command, target_dir, TestConfig};
+
+/// Runs `switchboard check` on a config; asserts it fails and returns what it printed.
+async fn check_fails(config: &str) -> String {
+    let output = run_command(&["check"], config).await;
+    let text = output_text(&output);
+    assert!(!output.status.success(), "check should fail:\n{text}");
+    text
+}
+
+fn with_server(rest: &str) -> String {
+    format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nplugin_dir = {:?}\n{rest}",
+        target_dir().display().to_string()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_accepts_the_example_config_and_lists_its_apps() {
+    let output = run_command(&["check"], &TestConfig::new().render()).await;
+    let text = output_text(&output);
+    assert!(output.status.success(), "{text}");
+    assert!(text.contains("/echo -> echo 0.1.0"), "{text}");
+    assert!(text.contains("/commands -> commands 0.1.0"), "{text}");
+    assert!(text.contains("ok, 2 app(s)"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_shipped_default_config_is_valid() {
+    let config = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../config/switchboard.toml"
+    ))
+    .unwrap();
+    // Point it at this build's plugins; everything else as shipped.
+    let config = config.replacen(
+        "[server]\n",
+        &format!(
+            "[server]\nplugin_dir = {:?}\n",
+            target_dir().display().to_string()
+        ),
+        1,
+    );
+    let output = run_command(&["check"], &config).await;
+    assert!(output.status.success(), "{}", output_text(&output));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unknown_keys_are_refused_with_file_line_and_column() {
+    let text = check_fails("[server]\nlisten = \"127.0.0.1:0\"\nmax_conections = 5\n").await;
+    assert!(
+        text.contains("switchboard.toml:3:1: unknown field `max_conections`, expected one of"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_values_are_refused_with_what_was_expected() {
+    let text = check_fails("[server]\nmax_message_size = \"huge\"\n").await;
+    assert!(
+        text.contains(
+            "switchboard.toml:2:20: invalid size \"huge\": expected a size such as \"16 MiB\""
+        ),
+        "{text}"
+    );
+    let text = check_fails("[server]\nping_interval = 30\n").await;
+    assert!(text.contains("switchboard.toml:2:17:"), "{text}");
+    assert!(
+        text.contains("expected a duration such as \"30s\""),
+        "{text}"
+    );
+    let text = check_fails("[server\n").await;
+    assert!(text.contains("switchboard.toml:1:"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_apps_on_one_path_are_refused() {
+    let text = check_fails(&with_server(
+        "[[app]]\npath = \"/echo\"\nplugin = \"echo\"\n\n[[app]]\npath = \"/echo\"\nplugin = \"commands\"\n",
+    ))
+    .await;
+    assert!(
+        text.contains(
+            "switchboard.toml:9:8: app path \"/echo\" is mounted twice (first at line 5)"
+        ),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_plugin_is_named_with_its_app() {
+    let text = check_fails(&with_server(
+        "[[app]]\npath = \"/chat\"\nplugin = \"no_such_plugin\"\n",
+    ))
+    .await;
+    let expected = format!(
+        "switchboard.toml:5: app /chat: {}: plugin file not found",
+        target_dir().join("libno_such_plugin.so").display()
+    );
+    assert!(
+        text.contains(&expected),
+        "expected {expected:?} in:\n{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_that_is_not_a_shared_library_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = dir.path().join("libfake.so");
+    std::fs::write(&fake, "this is not a shared library").unwrap();
+    let text = check_fails(&with_server(&format!(
+        "[[app]]\npath = \"/x\"\nplugin = {:?}\n",
+        fake.display().to_string()
+    )))
+    .await;
+    assert!(
+        text.contains(&format!(
+            "{}: cannot be opened as a shared library",
+            fake.display()
+        )),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_shared_library_that_is_not_a_plugin_is_refused() {
+    let file = plugin_path("fixture_not_a_plugin");
+    let text = check_fails(&with_server(
+        "[[app]]\npath = \"/x\"\nplugin = \"fixture_not_a_plugin\"\n",
+    ))
+    .await;
+    assert!(
+        text.contains(&format!("{}: not a Switchboard plugin", file.display())),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plugin_built_against_an_older_plugin_api_is_refused_naming_both_versions() {
+    let file = plugin_path("fixture_old_api_plugin");
+    let text = check_fails(&with_server(
+        "[[app]]\npath = \"/x\"\nplugin = \"fixture_old_api_plugin\"\n",
+    ))
+    .await;
+    let expected = format!(
+        "{}: built against switchboard-plugin-api 0.0.1, but this server loads plugins built against 0.1.x",
+        file.display()
+    );
+    assert!(
+        text.contains(&expected),
+        "expected {expected:?} in:\n{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plugin_with_a_different_abi_layout_is_refused() {
+    let file = plugin_path("fixture_mismatched_plugin");
+    let text = check_fails(&with_server(
+        "[[app]]\npath = \"/x\"\nplugin = \"fixture_mismatched_plugin\"\n",
+    ))
+    .await;
+    let expected = format!(
+        "{}: built against an incompatible switchboard-plugin-api",
+        file.display()
+    );
+    assert!(
+        text.contains(&expected),
+        "expected {expected:?} in:\n{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_problem_is_reported_before_refusing_to_serve() {
+    let config = with_server(
+        "[[app]]\npath = \"/a\"\nplugin = \"missing_one\"\n\n[[app]]\npath = \"/b\"\nplugin = \"fixture_not_a_plugin\"\n\n[[app]]\npath = \"/echo\"\nplugin = \"echo\"\n",
+    );
+    // `serve` (the default command) refuses to start, too.
+    let output = run_command(&[], &config).await;
+    let text = output_text(&output);
+    assert!(!output.status.success(), "{text}");
+    assert!(
+        text.contains("app /a:") && text.contains("plugin file not found"),
+        "{text}"
+    );
+    assert!(
+        text.contains("app /b:") && text.contains("not a Switchboard plugin"),
+        "{text}"
+    );
+    assert!(!text.contains("listening"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn plugins_lists_manifests_and_load_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["echo", "commands", "fixture_not_a_plugin"] {
+        let file = plugin_path(name);
+        std::fs::copy(&file, dir.path().join(file.file_name().unwrap())).unwrap();
+    }
+    let output = run_command(&["plugins", dir.path().to_str().unwrap()], "").await;
+    let text = output_text(&output);
+    assert!(
+        !output.status.success(),
+        "one file is not a plugin, so the listing fails:\n{text}"
+    );
+    assert!(text.contains("libecho.so: echo 0.1.0 (plugin-api 0.1.0): Sends every text and binary message back unchanged"), "{text}");
+    assert!(
+        text.contains("libcommands.so: commands 0.1.0 (plugin-api 0.1.0)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("libfixture_not_a_plugin.so: not a Switchboard plugin"),
+        "{text}"
+    );
+}

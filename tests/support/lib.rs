@@ -1,0 +1,250 @@
+//! Support for the end-to-end tests: start the real `switchboard` binary on
+//! 127.0.0.1 port 0 with a config written to a temporary directory, read the
+//! bound address from its stdout, and talk to it with real clients.
+//!
+//! The binary and the plugins come from the same target directory as the test
+//! executable; build them first with `cargo build --workspace`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
+use std::time::Duration;
+
+use tempfile::TempDir;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// A WebSocket client connection to the test server.
+pub type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// The directory holding the `switchboard` binary and the plugin files.
+pub fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let mut dir = exe.parent().expect("deps directory").to_owned();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    dir
+}
+
+/// A built artifact in the target directory, or a panic naming what to build.
+pub fn artifact(name: &str) -> PathBuf {
+    let path = target_dir().join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the workspace first (cargo build --workspace)",
+        path.display()
+    );
+    path
+}
+
+/// The path of a plugin's shared library (`echo` → `.../libecho.so`).
+pub fn plugin_path(name: &str) -> PathBuf {
+    artifact(&format!(
+        "{}{name}{}",
+        std::env::consts::DLL_PREFIX,
+        std::env::consts::DLL_SUFFIX
+    ))
+}
+
+/// The switchboard binary.
+pub fn binary() -> PathBuf {
+    artifact(&format!("switchboard{}", std::env::consts::EXE_SUFFIX))
+}
+
+/// The two example apps, as the default config mounts them.
+pub const EXAMPLE_APPS: &str = r#"
+[[app]]
+path = "/echo"
+plugin = "echo"
+
+[[app]]
+path = "/commands"
+plugin = "commands"
+"#;
+
+/// A config for a test server: `[server]` lines (listen and plugin_dir are
+/// added) and the rest of the file.
+pub struct TestConfig {
+    server: Vec<String>,
+    rest: String,
+}
+
+impl TestConfig {
+    /// The example apps, default server settings.
+    pub fn new() -> Self {
+        TestConfig {
+            server: Vec::new(),
+            rest: EXAMPLE_APPS.to_owned(),
+        }
+    }
+
+    /// Adds a line to `[server]`.
+    pub fn server(mut self, line: &str) -> Self {
+        self.server.push(line.to_owned());
+        self
+    }
+
+    /// Replaces everything after `[server]` (the apps).
+    pub fn apps(mut self, text: &str) -> Self {
+        self.rest = text.to_owned();
+        self
+    }
+
+    /// The config file's text.
+    pub fn render(&self) -> String {
+        let mut text = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nplugin_dir = {:?}\n",
+            target_dir().display().to_string()
+        );
+        for line in &self.server {
+            text.push_str(line);
+            text.push('\n');
+        }
+        text.push_str(&self.rest);
+        text
+    }
+}
+
+impl Default for TestConfig {
+    fn default() -> Self {
+        TestConfig::new()
+    }
+}
+
+/// A running switchboard process; killed when dropped.
+pub struct TestServer {
+    child: Child,
+    /// The address it listens on.
+    pub addr: SocketAddr,
+    dir: TempDir,
+}
+
+impl TestServer {
+    /// Starts the binary with `config` and waits until it listens.
+    pub async fn start(config: TestConfig) -> TestServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config_path = dir.path().join("switchboard.toml");
+        std::fs::write(&config_path, config.render()).expect("write config");
+        let stderr = std::fs::File::create(dir.path().join("stderr.log")).expect("stderr log");
+        let mut child = Command::new(binary())
+            .arg("--config")
+            .arg(&config_path)
+            .env("SWITCHBOARD_LOG", "debug")
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start switchboard");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+            .await
+            .unwrap_or_else(|_| panic!("server did not start in time:\n{}", read_log(dir.path())))
+            .expect("read stdout")
+            .unwrap_or_else(|| panic!("server exited before listening:\n{}", read_log(dir.path())));
+        let addr = line
+            .strip_prefix("switchboard listening on http://")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .parse()
+            .expect("address");
+        TestServer { child, addr, dir }
+    }
+
+    /// `ws://addr/path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("ws://{}{path}", self.addr)
+    }
+
+    /// Connects a WebSocket client to `path`.
+    pub async fn ws(&self, path: &str) -> Client {
+        let config = WebSocketConfig::default()
+            .max_message_size(Some(64 << 20))
+            .max_frame_size(Some(64 << 20));
+        let (ws, _) = tokio_tungstenite::connect_async_with_config(
+            self.url(path).into_client_request().unwrap(),
+            Some(config),
+            false,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("connect to {path}: {e}"));
+        ws
+    }
+
+    /// Sends raw bytes on a new TCP connection and reads until the server closes
+    /// it or `limit` passes.
+    pub async fn raw(&self, request: &[u8], limit: Duration) -> String {
+        let mut stream = TcpStream::connect(self.addr).await.expect("connect");
+        stream.write_all(request).await.expect("write");
+        let mut response = Vec::new();
+        let _ = tokio::time::timeout(limit, stream.read_to_end(&mut response)).await;
+        String::from_utf8_lossy(&response).into_owned()
+    }
+
+    /// A GET request; returns the whole response text.
+    pub async fn get(&self, path: &str) -> String {
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            self.addr
+        );
+        self.raw(request.as_bytes(), Duration::from_secs(5)).await
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        read_log(self.dir.path())
+    }
+
+    /// Sends SIGTERM and waits for the process to exit; returns its stdout rest and status.
+    pub async fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().expect("running");
+        let _ = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(pid.to_string())
+            .status();
+        tokio::time::timeout(Duration::from_secs(20), self.child.wait())
+            .await
+            .expect("server did not exit after SIGTERM")
+            .expect("wait")
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- switchboard log ---\n{}", self.log());
+        }
+    }
+}
+
+fn read_log(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("stderr.log")).unwrap_or_default()
+}
+
+/// Runs the binary to completion with `args` and a config file written from
+/// `config_text` (its path is passed with `--config`).
+pub async fn run_command(args: &[&str], config_text: &str) -> Output {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config_path = dir.path().join("switchboard.toml");
+    std::fs::write(&config_path, config_text).expect("write config");
+    Command::new(binary())
+        .arg("--config")
+        .arg(&config_path)
+        .args(args)
+        .output()
+        .await
+        .expect("run switchboard")
+}
+
+/// A run's stdout and stderr together, for assertions and messages.
+pub fn output_text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}

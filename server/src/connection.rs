@@ -28,7 +28,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::limits::ConnectionSlot;
-use crate::outbox::{CloseRequest, OutboxReceiver};
+use crate::outbox::{CloseRequest, OutboxReceiver, QueuedMessages};
 use crate::plugin::MountedApp;
 use crate::registry::Connection;
 
@@ -78,7 +78,7 @@ pub struct OpenConnection {
     pub outbox: OutboxReceiver,
     /// Shared settings.
     pub settings: Arc<ConnectionSettings>,
-    /// Cancelled when the server shuts down.
+    /// Cancelled when the server shuts down (checked once, at the start).
     pub shutdown: CancellationToken,
     /// Its place under the connection limits.
     pub slot: Arc<ConnectionSlot>,
@@ -131,13 +131,18 @@ where
         Ok(()) => Step::Continue,
         Err(_) => Step::Close(internal_error()),
     };
+    // Shutdown reaches registered connections through their close channel
+    // (`Server::run` asks every registry); one that registered after that
+    // sweep sees the cancelled token here.
+    if shutdown.is_cancelled() {
+        step = Step::Close(going_away());
+    }
     let mut ping = tokio::time::interval_at(
         Instant::now() + settings.ping_interval,
         settings.ping_interval,
     );
     ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut heard_since_ping = true;
-    let close_signal = outbox.close_signal();
     // Set once our close frame is sent: until then, wait for the client's.
     let mut closing: Option<(Instant, Ending)> = None;
 
@@ -148,7 +153,7 @@ where
                 tracing::trace!(code = request.code, "already closing");
             }
             Step::Close(request) => {
-                write_queued(&mut ws, &mut outbox).await;
+                write_queued(&mut ws, &mut outbox.messages).await;
                 let ending = Ending::new(request.code, request.reason.clone());
                 if ws.close(Some(close_frame(&request))).await.is_err() {
                     break ending;
@@ -168,15 +173,9 @@ where
 
         step = tokio::select! {
             biased;
-            _ = shutdown.cancelled(), if closing.is_none() => {
-                Step::Close(CloseRequest { code: 1001, reason: "server shutting down".to_owned() })
-            }
-            _ = close_signal.requested(), if closing.is_none() => match close_signal.take() {
-                Some(request) => Step::Close(request),
-                None => Step::Continue,
-            },
-            Some(message) = outbox.recv(), if closing.is_none() => {
-                write_batch(&mut ws, &mut outbox, message).await
+            request = outbox.close_requests.recv(), if closing.is_none() => Step::Close(request),
+            Some(message) = outbox.messages.recv(), if closing.is_none() => {
+                write_batch(&mut ws, &mut outbox.messages, message).await
             }
             incoming = ws.next() => {
                 heard_since_ping = true;
@@ -217,6 +216,14 @@ where
     drop(slot);
 }
 
+/// The close sent to every connection when the server shuts down.
+pub fn going_away() -> CloseRequest {
+    CloseRequest {
+        code: 1001,
+        reason: "server shutting down".to_owned(),
+    }
+}
+
 fn internal_error() -> CloseRequest {
     CloseRequest {
         code: 1011,
@@ -234,7 +241,7 @@ fn close_frame(request: &CloseRequest) -> CloseFrame {
 /// Writes one message and up to a batch of those queued behind it, then flushes.
 async fn write_batch<S>(
     ws: &mut WebSocketStream<S>,
-    outbox: &mut OutboxReceiver,
+    outbox: &mut QueuedMessages,
     first: Message,
 ) -> Step
 where
@@ -265,7 +272,7 @@ where
 
 /// Writes everything queued now (before a close frame), ignoring write errors
 /// (the close that follows reports them).
-async fn write_queued<S>(ws: &mut WebSocketStream<S>, outbox: &mut OutboxReceiver)
+async fn write_queued<S>(ws: &mut WebSocketStream<S>, outbox: &mut QueuedMessages)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -348,7 +355,8 @@ where
 {
     let _ = tokio::time::timeout(limit, async {
         let _ = stream.shutdown().await;
-        let mut sink = [0u8; 4096];
+        // On the heap: an array here would sit in every connection's future.
+        let mut sink = vec![0u8; 4096];
         while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
     })
     .await;

@@ -212,19 +212,26 @@ where
     let config = Some(open.settings.websocket);
     match upgraded.downcast::<TokioIo<S>>() {
         Ok(parts) => {
+            // Copy the leftover bytes and drop `read_buf`: it is a view into
+            // hyper's whole read buffer and would keep it alive for the
+            // connection's lifetime.
+            let hyper::upgrade::Parts { io, read_buf, .. } = parts;
+            let leftover = read_buf.to_vec();
+            drop(read_buf);
             let ws = WebSocketStream::from_partially_read(
-                parts.io.into_inner(),
-                parts.read_buf.to_vec(),
+                io.into_inner(),
+                leftover,
                 Role::Server,
                 config,
             )
             .await;
-            connection::serve(ws, open).await;
+            // Boxed, so the task does not also carry the fallback branch's states.
+            Box::pin(connection::serve(ws, open)).await;
         }
         Err(upgraded) => {
             let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, config)
                 .await;
-            connection::serve(ws, open).await;
+            Box::pin(connection::serve(ws, open)).await;
         }
     }
 }

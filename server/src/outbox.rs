@@ -1,17 +1,26 @@
 //! The outbound side of one connection: a queue bounded in messages and in
 //! bytes, plus a close request, shared between everyone who sends to the
-//! connection (plugin threads, broadcasts, the push API) and the connection task
-//! that writes to the socket.
+//! connection (plugin threads, broadcasts, the push API, shutdown) and the
+//! connection task that writes to the socket.
 //!
 //! Senders never wait: a full queue means the client does not read fast enough,
 //! so the message is refused and the connection is closed (slow consumer). A
-//! close request travels beside the queue, so it gets through even when the
-//! queue is full, and the connection task writes what was queued before it first.
+//! close request travels in its own slot beside the queue, so it gets through
+//! even when the queue is full; the connection task writes what was queued
+//! before it first.
+//!
+//! The connection task polls both on every turn of its loop, so neither takes a
+//! lock there: the queue is a tokio channel and the close slot an atomic flag
+//! with an `AtomicWaker` (`tokio::sync::Notify` would lock its waiter list on
+//! every poll, and a one-slot tokio channel allocates a 32-slot block).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 
-use tokio::sync::{mpsc, Notify};
+use futures_util::task::AtomicWaker;
+
+use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
 /// Close code sent to a client whose outbound queue overflowed.
@@ -43,63 +52,104 @@ pub struct CloseRequest {
 #[derive(Debug)]
 pub struct Outbox {
     queue: mpsc::Sender<Message>,
-    shared: Arc<Shared>,
-}
-
-#[derive(Debug)]
-struct Shared {
-    queued_bytes: AtomicUsize,
+    close: Arc<CloseSlot>,
+    queued_bytes: Arc<AtomicUsize>,
     max_bytes: usize,
-    close: Mutex<Option<CloseRequest>>,
-    wake: Notify,
 }
 
-/// The receiving half, owned by the connection task.
+/// Holds the first close request and wakes the connection task.
+#[derive(Debug, Default)]
+struct CloseSlot {
+    requested: AtomicBool,
+    request: Mutex<Option<CloseRequest>>,
+    waker: AtomicWaker,
+}
+
+/// The receiving half, owned by the connection task: two fields, so a
+/// `select!` can wait on both at once.
 #[derive(Debug)]
 pub struct OutboxReceiver {
-    queue: mpsc::Receiver<Message>,
-    shared: Arc<Shared>,
+    /// Queued messages.
+    pub messages: QueuedMessages,
+    /// Close requests (the first one wins).
+    pub close_requests: CloseRequests,
 }
 
-/// Where the connection task learns that a close was requested.
+/// Where the connection task receives the close request.
 #[derive(Debug)]
-pub struct CloseSignal {
-    shared: Arc<Shared>,
+pub struct CloseRequests {
+    slot: Arc<CloseSlot>,
+    taken: bool,
 }
 
-impl CloseSignal {
-    /// Resolves when a close has been requested (cancel-safe: a request made
-    /// while nobody waits is kept).
-    pub async fn requested(&self) {
-        self.shared.wake.notified().await;
+impl CloseRequests {
+    /// The close request, once one is made (cancel-safe); never resolves after
+    /// it was taken or after `close`.
+    pub async fn recv(&mut self) -> CloseRequest {
+        std::future::poll_fn(|cx| {
+            if self.taken {
+                return Poll::Pending;
+            }
+            self.slot.waker.register(cx.waker());
+            if !self.slot.requested.load(Ordering::Acquire) {
+                return Poll::Pending;
+            }
+            self.taken = true;
+            let request = self
+                .slot
+                .request
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
+            Poll::Ready(request.expect("a request is stored before the flag is set"))
+        })
+        .await
     }
 
-    /// Takes the pending close request, if any.
-    pub fn take(&self) -> Option<CloseRequest> {
-        self.shared
-            .close
+    /// The close request if one was made and not yet taken.
+    pub fn try_recv(&mut self) -> Option<CloseRequest> {
+        if self.taken || !self.slot.requested.load(Ordering::Acquire) {
+            return None;
+        }
+        self.taken = true;
+        self.slot
+            .request
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take()
     }
 }
 
+/// The queued messages of one connection.
+#[derive(Debug)]
+pub struct QueuedMessages {
+    queue: mpsc::Receiver<Message>,
+    queued_bytes: Arc<AtomicUsize>,
+}
+
 /// A new outbox holding at most `max_messages` messages and `max_bytes` bytes
 /// (a single message larger than `max_bytes` is still accepted into an empty queue).
 pub fn outbox(max_messages: usize, max_bytes: usize) -> (Outbox, OutboxReceiver) {
-    let (tx, rx) = mpsc::channel(max_messages);
-    let shared = Arc::new(Shared {
-        queued_bytes: AtomicUsize::new(0),
-        max_bytes,
-        close: Mutex::new(None),
-        wake: Notify::new(),
-    });
+    let (queue_tx, queue_rx) = mpsc::channel(max_messages);
+    let close = Arc::new(CloseSlot::default());
+    let queued_bytes = Arc::new(AtomicUsize::new(0));
     (
         Outbox {
-            queue: tx,
-            shared: shared.clone(),
+            queue: queue_tx,
+            close: close.clone(),
+            queued_bytes: queued_bytes.clone(),
+            max_bytes,
         },
-        OutboxReceiver { queue: rx, shared },
+        OutboxReceiver {
+            messages: QueuedMessages {
+                queue: queue_rx,
+                queued_bytes,
+            },
+            close_requests: CloseRequests {
+                slot: close,
+                taken: false,
+            },
+        },
     )
 }
 
@@ -119,16 +169,16 @@ impl Outbox {
     /// [`QueueError::Closed`].
     pub fn push(&self, message: Message) -> Result<(), QueueError> {
         let len = payload_len(&message);
-        let before = self.shared.queued_bytes.fetch_add(len, Ordering::Relaxed);
-        if before > 0 && before + len > self.shared.max_bytes {
-            self.shared.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+        let before = self.queued_bytes.fetch_add(len, Ordering::Relaxed);
+        if before > 0 && before + len > self.max_bytes {
+            self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
             self.overflowed();
             return Err(QueueError::Full);
         }
         match self.queue.try_send(message) {
             Ok(()) => Ok(()),
             Err(error) => {
-                self.shared.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+                self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
                 match error {
                     mpsc::error::TrySendError::Full(_) => {
                         self.overflowed();
@@ -150,12 +200,14 @@ impl Outbox {
     /// Asks the connection task to close after writing what is already queued.
     /// The first request wins.
     pub fn request_close(&self, request: CloseRequest) {
-        let mut close = self.shared.close.lock().unwrap_or_else(|e| e.into_inner());
-        if close.is_none() {
-            *close = Some(request);
-            drop(close);
-            self.shared.wake.notify_one();
+        let mut stored = self.close.request.lock().unwrap_or_else(|e| e.into_inner());
+        if self.close.requested.load(Ordering::Acquire) {
+            return;
         }
+        *stored = Some(request);
+        self.close.requested.store(true, Ordering::Release);
+        drop(stored);
+        self.close.waker.wake();
     }
 
     /// Whether the connection task is gone.
@@ -164,7 +216,7 @@ impl Outbox {
     }
 }
 
-impl OutboxReceiver {
+impl QueuedMessages {
     /// The next queued message; `None` once every sender is gone.
     pub async fn recv(&mut self) -> Option<Message> {
         let message = self.queue.recv().await?;
@@ -180,26 +232,17 @@ impl OutboxReceiver {
     }
 
     fn dequeued(&self, message: &Message) {
-        self.shared
-            .queued_bytes
+        self.queued_bytes
             .fetch_sub(payload_len(message), Ordering::Relaxed);
     }
+}
 
-    /// The close-request side, usable while the queue is being received from.
-    pub fn close_signal(&self) -> CloseSignal {
-        CloseSignal {
-            shared: self.shared.clone(),
-        }
-    }
-
-    /// Takes the pending close request, if any.
-    pub fn take_close(&self) -> Option<CloseRequest> {
-        self.close_signal().take()
-    }
-
-    /// Refuses further messages; already queued ones can still be received.
+impl OutboxReceiver {
+    /// Refuses further messages and close requests (already queued messages can
+    /// still be received).
     pub fn close(&mut self) {
-        self.queue.close();
+        self.messages.queue.close();
+        self.close_requests.taken = true;
     }
 }
 
@@ -213,8 +256,11 @@ mod tests {
         tx.push(Message::text("a")).unwrap();
         tx.push(Message::text("b")).unwrap();
         assert_eq!(tx.push(Message::text("c")), Err(QueueError::Full));
-        assert_eq!(rx.take_close().map(|c| c.code), Some(SLOW_CONSUMER_CODE));
-        assert_eq!(rx.recv().await, Some(Message::text("a")));
+        assert_eq!(
+            rx.close_requests.try_recv().map(|c| c.code),
+            Some(SLOW_CONSUMER_CODE)
+        );
+        assert_eq!(rx.messages.recv().await, Some(Message::text("a")));
     }
 
     #[tokio::test]
@@ -222,13 +268,14 @@ mod tests {
         let (tx, mut rx) = outbox(100, 10);
         tx.push(Message::binary(vec![0; 50])).unwrap();
         assert_eq!(tx.push(Message::binary(vec![0; 1])), Err(QueueError::Full));
-        assert_eq!(rx.try_recv().map(|m| m.len()), Some(50));
-        assert!(rx.take_close().is_some());
+        assert_eq!(rx.messages.try_recv().map(|m| m.len()), Some(50));
+        assert!(rx.close_requests.try_recv().is_some());
+        tx.push(Message::binary(vec![0; 5])).unwrap();
     }
 
     #[tokio::test]
     async fn first_close_request_wins_and_wakes_the_task() {
-        let (tx, rx) = outbox(4, 100);
+        let (tx, mut rx) = outbox(4, 100);
         tx.request_close(CloseRequest {
             code: 1000,
             reason: "bye".into(),
@@ -237,8 +284,8 @@ mod tests {
             code: 1011,
             reason: "later".into(),
         });
-        rx.close_signal().requested().await;
-        assert_eq!(rx.take_close().map(|c| c.code), Some(1000));
+        assert_eq!(rx.close_requests.recv().await.code, 1000);
+        assert!(rx.close_requests.try_recv().is_none());
     }
 
     #[tokio::test]

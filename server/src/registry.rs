@@ -322,9 +322,9 @@ mod tests {
                 .unwrap(),
             1
         );
-        assert!(rx_a.try_recv().is_none());
-        assert_eq!(rx_b.try_recv(), Some(Message::text("hi")));
-        assert!(rx_c.try_recv().is_none());
+        assert!(rx_a.messages.try_recv().is_none());
+        assert_eq!(rx_b.messages.try_recv(), Some(Message::text("hi")));
+        assert!(rx_c.messages.try_recv().is_none());
 
         registry.remove(b);
         assert_eq!(registry.members("room").unwrap(), vec![a]);

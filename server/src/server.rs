@@ -189,6 +189,10 @@ impl Server {
             () = stop => tracing::info!("shutting down"),
         }
         self.shutdown.cancel();
+        let going_away = crate::connection::going_away();
+        for app in self.apps() {
+            app.registry().close_all(&going_away);
+        }
         self.tracker.close();
         if tokio::time::timeout(self.config.server.shutdown_grace, self.tracker.wait())
             .await

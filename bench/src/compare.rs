@@ -1,0 +1,231 @@
+//! The comparison: starts the baseline and Switchboard (release builds, with
+//! the real echo plugin) as separate processes, runs each scenario against
+//! both in alternating rounds, and prints every run, the median of each, and
+//! Switchboard's ratio to the baseline. Alternating spreads machine noise over
+//! both servers instead of favouring whichever ran in the quieter moment.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::load::{self, Report, Shape};
+
+/// Options of `compare`.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct CompareArgs {
+    /// Rounds per scenario (each round measures both servers).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Measured seconds per run.
+    #[arg(long, default_value = "5s", value_parser = crate::parse_duration)]
+    duration: Duration,
+    /// Messages in flight per connection in the throughput scenarios.
+    #[arg(long, default_value_t = 1)]
+    inflight: usize,
+    /// Idle connections for the memory scenario (0 skips it).
+    #[arg(long, default_value_t = 5000)]
+    idle: usize,
+}
+
+impl Default for CompareArgs {
+    fn default() -> Self {
+        CompareArgs {
+            rounds: 3,
+            duration: Duration::from_secs(5),
+            inflight: 1,
+            idle: 5000,
+        }
+    }
+}
+
+/// A server process under test; killed on drop.
+struct ServerProcess {
+    name: &'static str,
+    child: Child,
+    url: String,
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl ServerProcess {
+    fn start(
+        name: &'static str,
+        mut command: Command,
+        prefix: &str,
+        path: &str,
+    ) -> anyhow::Result<ServerProcess> {
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line)?;
+        let Some(addr) = line.trim().strip_prefix(prefix) else {
+            let _ = child.kill();
+            anyhow::bail!("{name} did not start (first line {line:?})");
+        };
+        Ok(ServerProcess {
+            name,
+            url: format!("ws://{addr}{path}"),
+            child,
+        })
+    }
+
+    /// Resident memory of the process in KiB (Linux).
+    fn rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    }
+}
+
+fn start_servers(idle: usize) -> anyhow::Result<(ServerProcess, ServerProcess)> {
+    let mut baseline = Command::new(std::env::current_exe()?);
+    baseline.arg("baseline");
+    let baseline = ServerProcess::start("baseline", baseline, "listening on ", "/")?;
+
+    let switchboard_bin = crate::sibling("switchboard");
+    anyhow::ensure!(
+        switchboard_bin.exists(),
+        "{} is missing: run cargo build --release --workspace",
+        switchboard_bin.display()
+    );
+    let plugin_dir = switchboard_bin.parent().expect("directory").to_owned();
+    let config = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nplugin_dir = {:?}\nmax_connections = {}\n\n[[app]]\npath = \"/echo\"\nplugin = \"echo\"\n",
+        plugin_dir.display().to_string(),
+        idle + 1000
+    );
+    let config_path =
+        std::env::temp_dir().join(format!("switchboard-bench-{}.toml", std::process::id()));
+    std::fs::write(&config_path, config)?;
+    let mut switchboard = Command::new(&switchboard_bin);
+    switchboard
+        .arg("--config")
+        .arg(&config_path)
+        .env("SWITCHBOARD_LOG", "warn");
+    let switchboard = ServerProcess::start(
+        "switchboard",
+        switchboard,
+        "switchboard listening on http://",
+        "/echo",
+    )?;
+    Ok((baseline, switchboard))
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(|a, b| a.total_cmp(b));
+    values[values.len() / 2]
+}
+
+/// Runs the comparison and prints the tables.
+pub(crate) fn run(args: CompareArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Runtime::new()?;
+    let (baseline, switchboard) = start_servers(args.idle)?;
+    let servers = [&baseline, &switchboard];
+    let scenarios = [
+        (
+            "1 conn x 32 B",
+            Shape {
+                connections: 1,
+                size: 32,
+                inflight: args.inflight,
+                duration: args.duration,
+                warmup: Duration::from_secs(1),
+            },
+        ),
+        (
+            "100 conns x 32 B",
+            Shape {
+                connections: 100,
+                size: 32,
+                inflight: args.inflight,
+                duration: args.duration,
+                warmup: Duration::from_secs(1),
+            },
+        ),
+        (
+            "1 conn x 64 KiB",
+            Shape {
+                connections: 1,
+                size: 64 * 1024,
+                inflight: args.inflight,
+                duration: args.duration,
+                warmup: Duration::from_secs(1),
+            },
+        ),
+    ];
+    println!(
+        "echo round trips, {} message(s) in flight per connection, {} rounds of {:?}, servers alternating\n",
+        args.inflight, args.rounds, args.duration
+    );
+    println!("{}", Report::header());
+    let mut summary = Vec::new();
+    for (name, shape) in &scenarios {
+        let mut throughput = [Vec::new(), Vec::new()];
+        let mut p99 = [Vec::new(), Vec::new()];
+        for round in 0..args.rounds {
+            // Alternate which server goes first in each round.
+            let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+            for i in order {
+                let report = runtime.block_on(load::run(&servers[i].url, shape))?;
+                println!("{}", report.row(name, servers[i].name));
+                throughput[i].push(report.messages_per_second);
+                p99[i].push(report.p99_us);
+            }
+        }
+        summary.push((
+            name,
+            median(throughput[0].clone()),
+            median(throughput[1].clone()),
+            median(p99[0].clone()),
+            median(p99[1].clone()),
+        ));
+    }
+
+    println!(
+        "\nmedians\n{:<20} {:>14} {:>14} {:>8} {:>12} {:>12}",
+        "scenario", "baseline/s", "switchboard/s", "ratio", "base p99 µs", "sb p99 µs"
+    );
+    for (name, base, sb, base_p99, sb_p99) in &summary {
+        println!(
+            "{name:<20} {base:>14.0} {sb:>14.0} {:>8.3} {base_p99:>12.0} {sb_p99:>12.0}",
+            sb / base
+        );
+    }
+
+    if args.idle > 0 {
+        println!(
+            "\nmemory with {} idle connections (resident set of the server process)",
+            args.idle
+        );
+        println!(
+            "{:<12} {:>12} {:>12} {:>16}",
+            "server", "before KiB", "after KiB", "KiB/connection"
+        );
+        let mut per_connection = Vec::new();
+        for server in servers {
+            let before = server.rss_kib().unwrap_or(0);
+            let clients = runtime.block_on(load::open_idle(&server.url, args.idle))?;
+            std::thread::sleep(Duration::from_millis(500));
+            let after = server.rss_kib().unwrap_or(0);
+            let each = after.saturating_sub(before) as f64 / args.idle as f64;
+            println!("{:<12} {before:>12} {after:>12} {each:>16.1}", server.name);
+            per_connection.push(each);
+            drop(clients);
+        }
+        println!(
+            "ratio (switchboard / baseline): {:.2}",
+            per_connection[1] / per_connection[0]
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,94 @@
+//! `switchboard-bench`: measures Switchboard's `/echo` against a bare
+//! tokio-tungstenite echo server (the in-stack upper bound), in one invocation,
+//! alternating between the two, and prints throughput, latency and ratios.
+//!
+//! ```text
+//! cargo build --release --workspace && ./target/release/switchboard-bench
+//! ```
+
+mod baseline;
+mod compare;
+mod load;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+/// Load generator and baseline server for Switchboard.
+#[derive(Parser)]
+#[command(about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run every scenario against the baseline and Switchboard, alternating (the default).
+    Compare(compare::CompareArgs),
+    /// Drive one server: N connections, message size, messages in flight, duration.
+    Load {
+        /// WebSocket URL, e.g. ws://127.0.0.1:8080/echo.
+        url: String,
+        #[command(flatten)]
+        shape: load::Shape,
+    },
+    /// Serve the bare tokio-tungstenite echo baseline.
+    Baseline {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+        /// Read buffer size, as Switchboard's default.
+        #[arg(long, default_value_t = 4096)]
+        read_buffer: usize,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli
+        .command
+        .unwrap_or(Command::Compare(compare::CompareArgs::default()))
+    {
+        Command::Compare(args) => compare::run(args),
+        Command::Load { url, shape } => {
+            let runtime = tokio::runtime::Runtime::new()?;
+            let result = runtime.block_on(load::run(&url, &shape))?;
+            println!("{}", load::Report::header());
+            println!("{}", result.row("", ""));
+            Ok(())
+        }
+        Command::Baseline {
+            listen,
+            read_buffer,
+        } => {
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(baseline::serve(listen, read_buffer))
+        }
+    }
+}
+
+/// The directory of this executable, where the release `switchboard` binary and plugins are too.
+fn sibling(name: &str) -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|dir| dir.join(name)))
+        .unwrap_or_else(|| PathBuf::from(name))
+}
+
+/// Parses `5s`, `500ms`.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    if let Some(ms) = text.strip_suffix("ms") {
+        ms.parse()
+            .map(Duration::from_millis)
+            .map_err(|e| e.to_string())
+    } else if let Some(s) = text.strip_suffix('s') {
+        s.parse::<f64>()
+            .map(Duration::from_secs_f64)
+            .map_err(|e| e.to_string())
+    } else {
+        Err(format!("{text:?}: expected a duration such as 5s or 500ms"))
+    }
+}

@@ -25,6 +25,10 @@ pub(crate) struct CompareArgs {
     /// Idle connections for the memory scenario (0 skips it).
     #[arg(long, default_value_t = 5000)]
     idle: usize,
+    /// Pin the servers to CPU 0 and the load generator to CPU 1 (with `taskset`),
+    /// so that they do not take turns on the same core; much less noise.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pin: bool,
 }
 
 impl Default for CompareArgs {
@@ -34,6 +38,7 @@ impl Default for CompareArgs {
             duration: Duration::from_secs(5),
             inflight: 1,
             idle: 5000,
+            pin: true,
         }
     }
 }
@@ -77,6 +82,18 @@ impl ServerProcess {
         })
     }
 
+    /// CPU time the process has used, in nanoseconds (sum over its threads, Linux).
+    fn cpu_ns(&self) -> u64 {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", self.child.id())) else {
+            return 0;
+        };
+        tasks
+            .filter_map(Result::ok)
+            .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
+            .filter_map(|stat| stat.split_whitespace().next()?.parse::<u64>().ok())
+            .sum()
+    }
+
     /// Resident memory of the process in KiB (Linux).
     fn rss_kib(&self) -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
@@ -87,8 +104,29 @@ impl ServerProcess {
     }
 }
 
-fn start_servers(idle: usize) -> anyhow::Result<(ServerProcess, ServerProcess)> {
-    let mut baseline = Command::new(std::env::current_exe()?);
+/// A command for a server process, pinned to CPU 0 when `pin`.
+fn server_command(program: &std::path::Path, pin: bool) -> Command {
+    if pin {
+        let mut command = Command::new("taskset");
+        command.arg("-c").arg("0").arg(program);
+        command
+    } else {
+        Command::new(program)
+    }
+}
+
+/// Pins this process (and the threads it starts later) to CPU 1.
+fn pin_self() -> anyhow::Result<()> {
+    let status = Command::new("taskset")
+        .args(["-p", "-c", "1", &std::process::id().to_string()])
+        .stdout(Stdio::null())
+        .status()?;
+    anyhow::ensure!(status.success(), "taskset could not pin the load generator");
+    Ok(())
+}
+
+fn start_servers(idle: usize, pin: bool) -> anyhow::Result<(ServerProcess, ServerProcess)> {
+    let mut baseline = server_command(&std::env::current_exe()?, pin);
     baseline.arg("baseline");
     let baseline = ServerProcess::start("baseline", baseline, "listening on ", "/")?;
 
@@ -107,7 +145,7 @@ fn start_servers(idle: usize) -> anyhow::Result<(ServerProcess, ServerProcess)> 
     let config_path =
         std::env::temp_dir().join(format!("switchboard-bench-{}.toml", std::process::id()));
     std::fs::write(&config_path, config)?;
-    let mut switchboard = Command::new(&switchboard_bin);
+    let mut switchboard = server_command(&switchboard_bin, pin);
     switchboard
         .arg("--config")
         .arg(&config_path)
@@ -128,8 +166,12 @@ fn median(mut values: Vec<f64>) -> f64 {
 
 /// Runs the comparison and prints the tables.
 pub(crate) fn run(args: CompareArgs) -> anyhow::Result<()> {
+    let pin = args.pin && std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2;
+    if pin {
+        pin_self()?;
+    }
     let runtime = tokio::runtime::Runtime::new()?;
-    let (baseline, switchboard) = start_servers(args.idle)?;
+    let (baseline, switchboard) = start_servers(args.idle, pin)?;
     let servers = [&baseline, &switchboard];
     let scenarios = [
         (
@@ -164,41 +206,67 @@ pub(crate) fn run(args: CompareArgs) -> anyhow::Result<()> {
         ),
     ];
     println!(
-        "echo round trips, {} message(s) in flight per connection, {} rounds of {:?}, servers alternating\n",
-        args.inflight, args.rounds, args.duration
+        "echo round trips, {} message(s) in flight per connection, {} rounds of {:?}, servers alternating{}\n",
+        args.inflight,
+        args.rounds,
+        args.duration,
+        if pin { ", servers on CPU 0, load generator on CPU 1" } else { "" }
     );
-    println!("{}", Report::header());
+    println!("{} {:>10}", Report::header(), "CPU µs/msg");
     let mut summary = Vec::new();
     for (name, shape) in &scenarios {
         let mut throughput = [Vec::new(), Vec::new()];
         let mut p99 = [Vec::new(), Vec::new()];
+        let mut cpu = [Vec::new(), Vec::new()];
         for round in 0..args.rounds {
             // Alternate which server goes first in each round.
             let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
             for i in order {
+                let cpu_before = servers[i].cpu_ns();
                 let report = runtime.block_on(load::run(&servers[i].url, shape))?;
-                println!("{}", report.row(name, servers[i].name));
+                let cpu_us = (servers[i].cpu_ns() - cpu_before) as f64
+                    / 1000.0
+                    / report.all_messages.max(1) as f64;
+                println!("{} {cpu_us:>10.2}", report.row(name, servers[i].name));
                 throughput[i].push(report.messages_per_second);
                 p99[i].push(report.p99_us);
+                cpu[i].push(cpu_us);
             }
         }
         summary.push((
             name,
-            median(throughput[0].clone()),
-            median(throughput[1].clone()),
-            median(p99[0].clone()),
-            median(p99[1].clone()),
+            [median(throughput[0].clone()), median(throughput[1].clone())],
+            [median(p99[0].clone()), median(p99[1].clone())],
+            [median(cpu[0].clone()), median(cpu[1].clone())],
         ));
     }
 
     println!(
-        "\nmedians\n{:<20} {:>14} {:>14} {:>8} {:>12} {:>12}",
-        "scenario", "baseline/s", "switchboard/s", "ratio", "base p99 µs", "sb p99 µs"
+        "\nmedians (ratio = switchboard / baseline; CPU = server CPU time per echoed message)"
     );
-    for (name, base, sb, base_p99, sb_p99) in &summary {
+    println!(
+        "{:<18} {:>11} {:>13} {:>7} {:>11} {:>9} {:>11} {:>9} {:>9}",
+        "scenario",
+        "baseline/s",
+        "switchboard/s",
+        "ratio",
+        "base p99 µs",
+        "sb p99 µs",
+        "base CPU µs",
+        "sb CPU µs",
+        "CPU ratio"
+    );
+    for (name, rate, p99, cpu) in &summary {
         println!(
-            "{name:<20} {base:>14.0} {sb:>14.0} {:>8.3} {base_p99:>12.0} {sb_p99:>12.0}",
-            sb / base
+            "{name:<18} {:>11.0} {:>13.0} {:>7.3} {:>11.0} {:>9.0} {:>11.2} {:>9.2} {:>9.3}",
+            rate[0],
+            rate[1],
+            rate[1] / rate[0],
+            p99[0],
+            p99[1],
+            cpu[0],
+            cpu[1],
+            cpu[1] / cpu[0]
         );
     }
 

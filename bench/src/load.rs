@@ -31,6 +31,8 @@ pub(crate) struct Shape {
 
 /// What one run measured.
 pub(crate) struct Report {
+    /// Every echo received, warm-up included (for CPU cost per message).
+    pub(crate) all_messages: u64,
     pub(crate) messages_per_second: f64,
     pub(crate) bytes_per_second: f64,
     pub(crate) p50_us: f64,
@@ -81,6 +83,7 @@ pub(crate) async fn run(url: &str, shape: &Shape) -> anyhow::Result<Report> {
                 Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
             let mut sent_at: VecDeque<Instant> = VecDeque::with_capacity(inflight);
             let mut measured = 0u64;
+            let mut all = 0u64;
             for _ in 0..inflight {
                 sent_at.push_back(Instant::now());
                 ws.feed(Message::Binary(payload.clone())).await?;
@@ -94,6 +97,7 @@ pub(crate) async fn run(url: &str, shape: &Shape) -> anyhow::Result<Report> {
                 if !message.is_binary() {
                     continue;
                 }
+                all += 1;
                 let now = Instant::now();
                 if now >= measure_from && now < stop_at {
                     measured += 1;
@@ -107,18 +111,21 @@ pub(crate) async fn run(url: &str, shape: &Shape) -> anyhow::Result<Report> {
                 }
             }
             let _ = ws.close(None).await;
-            Ok::<_, anyhow::Error>((measured, histogram))
+            Ok::<_, anyhow::Error>((measured, all, histogram))
         }));
     }
     let mut total = 0;
+    let mut all_messages = 0;
     let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     for task in tasks {
-        let (measured, h) = task.await??;
+        let (measured, all, h) = task.await??;
         total += measured;
+        all_messages += all;
         histogram.add(h)?;
     }
     let seconds = shape.duration.as_secs_f64();
     Ok(Report {
+        all_messages,
         messages_per_second: total as f64 / seconds,
         bytes_per_second: (total as f64 * shape.size as f64) / seconds,
         p50_us: histogram.value_at_quantile(0.50) as f64,

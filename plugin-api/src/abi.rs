@@ -270,7 +270,7 @@ pub trait App: Send + Sync {
     fn on_error(&self, conn: ConnId, error: RStr<'_>) -> RResult<(), CallbackError>;
 
     /// The server is shutting down or replacing this app instance; every
-    /// connection has been closed already.
+    /// connection has been closed already and host calls now fail with `SHUT_DOWN`.
     #[sabi(last_prefix_field)]
     fn on_shutdown(&self) -> RResult<(), CallbackError>;
 }

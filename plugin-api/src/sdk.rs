@@ -607,7 +607,8 @@ pub trait App: Send + Sync + Sized + 'static {
         let _ = (conn, error);
     }
 
-    /// The app is being shut down; every connection is already closed.
+    /// The app is being shut down: every connection is already closed, and
+    /// host calls (from any thread) now fail with `SHUT_DOWN`. Stop your threads here.
     fn on_shutdown(&self) {}
 }
 

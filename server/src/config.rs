@@ -208,6 +208,7 @@ struct RawServer {
     handshake_timeout: Option<Spanned<HumanDuration>>,
     ping_interval: Option<Spanned<HumanDuration>>,
     close_timeout: Option<Spanned<HumanDuration>>,
+    write_timeout: Option<Spanned<HumanDuration>>,
     shutdown_grace: Option<Spanned<HumanDuration>>,
     outbound_queue: Option<Spanned<usize>>,
     outbound_queue_bytes: Option<Spanned<ByteSize>>,
@@ -262,6 +263,8 @@ pub struct ServerConfig {
     pub ping_interval: Duration,
     /// How long to wait for the client's reply to a close frame.
     pub close_timeout: Duration,
+    /// How long a write may wait for a client that does not read; then it is dropped.
+    pub write_timeout: Duration,
     /// How long shutdown waits for connections to close.
     pub shutdown_grace: Duration,
     /// Most messages queued for one connection; beyond, it is closed (slow consumer).
@@ -402,6 +405,7 @@ fn validate(raw: RawConfig, source: &SourceFile, problems: &mut Vec<ConfigProble
         handshake_timeout: duration(s.handshake_timeout, Duration::from_secs(5), problems),
         ping_interval: duration(s.ping_interval, Duration::from_secs(30), problems),
         close_timeout: duration(s.close_timeout, Duration::from_secs(5), problems),
+        write_timeout: duration(s.write_timeout, Duration::from_secs(10), problems),
         shutdown_grace: duration(s.shutdown_grace, Duration::from_secs(10), problems),
         outbound_queue,
         outbound_queue_bytes: size(s.outbound_queue_bytes, 64 << 20, 1, problems),

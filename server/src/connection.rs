@@ -27,6 +27,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 
+use crate::inbound;
 use crate::limits::ConnectionSlot;
 use crate::outbox::{CloseRequest, OutboxReceiver, QueuedMessages};
 use crate::plugin::MountedApp;
@@ -44,6 +45,9 @@ pub struct ConnectionSettings {
     pub ping_interval: Duration,
     /// How long to wait for the client's answer to our close frame.
     pub close_timeout: Duration,
+    /// How long one write may wait for the client to take the data; a client
+    /// that stops reading is dropped after it, whatever the task was doing.
+    pub write_timeout: Duration,
 }
 
 impl ConnectionSettings {
@@ -56,7 +60,7 @@ impl ConnectionSettings {
         websocket.read_buffer_size = server.read_buffer_size;
         websocket.write_buffer_size = write_buffer_size;
         // One frame of the largest message we may send, plus the target buffer and headers.
-        websocket.max_write_buffer_size = write_buffer_size + server.outbound_queue_bytes + 64;
+        websocket.max_write_buffer_size = write_buffer_size + server.max_message_size + 64;
         websocket.max_message_size = Some(server.max_message_size);
         websocket.max_frame_size = Some(server.max_frame_size);
         websocket.accept_unmasked_frames = false;
@@ -64,6 +68,7 @@ impl ConnectionSettings {
             websocket,
             ping_interval: server.ping_interval,
             close_timeout: server.close_timeout,
+            write_timeout: server.write_timeout,
         }
     }
 }
@@ -153,16 +158,25 @@ where
                 tracing::trace!(code = request.code, "already closing");
             }
             Step::Close(request) => {
-                write_queued(&mut ws, &mut outbox.messages).await;
                 let ending = Ending::new(request.code, request.reason.clone());
-                if ws.close(Some(close_frame(&request))).await.is_err() {
+                let sent = within(settings.write_timeout, async {
+                    write_queued(&mut ws, &mut outbox.messages).await;
+                    ws.close(Some(close_frame(&request))).await
+                })
+                .await;
+                if !matches!(sent, Some(Ok(()))) {
                     break ending;
                 }
                 closing = Some((Instant::now() + settings.close_timeout, ending));
             }
             Step::Abort(request) => {
                 let ending = Ending::new(request.code, request.reason.clone());
-                if ws.close(Some(close_frame(&request))).await.is_ok() {
+                let sent = within(
+                    settings.write_timeout,
+                    ws.close(Some(close_frame(&request))),
+                )
+                .await;
+                if matches!(sent, Some(Ok(()))) {
                     linger(ws.get_mut(), settings.close_timeout).await;
                 }
                 break ending;
@@ -175,12 +189,18 @@ where
             biased;
             request = outbox.close_requests.recv(), if closing.is_none() => Step::Close(request),
             Some(message) = outbox.messages.recv(), if closing.is_none() => {
-                write_batch(&mut ws, &mut outbox.messages, message).await
+                within(settings.write_timeout, write_batch(&mut ws, &mut outbox.messages, message))
+                    .await
+                    .unwrap_or_else(write_timed_out)
             }
             incoming = ws.next() => {
                 heard_since_ping = true;
                 match incoming {
-                    Some(Ok(message)) => on_frame(&app, id, &mut ws, message, closing.is_some()).await,
+                    Some(Ok(message)) => {
+                        within(settings.write_timeout, on_frame(&app, id, &mut ws, message, closing.is_some()))
+                            .await
+                            .unwrap_or_else(write_timed_out)
+                    }
                     Some(Err(error)) => on_read_error(&app, id, error, closing.is_some()),
                     None => Step::End(Ending::new(1006, "connection closed")),
                 }
@@ -188,9 +208,10 @@ where
             _ = ping.tick(), if closing.is_none() => {
                 if heard_since_ping {
                     heard_since_ping = false;
-                    match ws.send(Message::Ping(Default::default())).await {
-                        Ok(()) => Step::Continue,
-                        Err(_) => Step::End(Ending::new(1006, "connection lost")),
+                    match within(settings.write_timeout, ws.send(Message::Ping(Default::default()))).await {
+                        Some(Ok(())) => Step::Continue,
+                        Some(Err(_)) => Step::End(Ending::new(1006, "connection lost")),
+                        None => write_timed_out(),
                     }
                 } else {
                     tracing::debug!("no answer to ping; dropping connection");
@@ -222,6 +243,16 @@ pub fn going_away() -> CloseRequest {
         code: 1001,
         reason: "server shutting down".to_owned(),
     }
+}
+
+/// Runs `future` for at most `limit`; `None` if time ran out.
+async fn within<T>(limit: Duration, future: impl std::future::Future<Output = T>) -> Option<T> {
+    tokio::time::timeout(limit, future).await.ok()
+}
+
+fn write_timed_out() -> Step {
+    tracing::debug!("the client did not take our data in time; dropping connection");
+    Step::End(Ending::new(1006, "write timeout"))
 }
 
 fn internal_error() -> CloseRequest {
@@ -298,8 +329,12 @@ where
     let delivered = match &message {
         // After our close frame, data is discarded (RFC 6455 §1.4).
         Message::Text(_) | Message::Binary(_) if closing => Ok(()),
-        Message::Text(text) => app.on_message(id, MessageRef::Text(RStr::from_str(text.as_str()))),
-        Message::Binary(bytes) => app.on_message(id, MessageRef::Binary(RSlice::from_slice(bytes))),
+        Message::Text(text) => inbound::with_current(text.as_ref(), || {
+            app.on_message(id, MessageRef::Text(RStr::from_str(text.as_str())))
+        }),
+        Message::Binary(bytes) => inbound::with_current(bytes, || {
+            app.on_message(id, MessageRef::Binary(RSlice::from_slice(bytes)))
+        }),
         Message::Close(frame) => {
             // tungstenite queued the close reply; send it now.
             let _ = ws.flush().await;

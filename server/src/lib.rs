@@ -13,6 +13,7 @@
 //! - [`http`]: hyper on each connection; routing by path.
 //! - [`upgrade`]: RFC 6455 handshake checks, the app's verdict, the 101.
 //! - [`connection`]: one WebSocket: reads, writes, pings, close handshake.
+//! - [`inbound`]: replies that reuse the received buffer instead of copying it.
 //! - [`outbox`]: one connection's bounded outbound queue and close request.
 //! - [`registry`]: one app's connections and groups.
 //! - [`plugin`]: loading plugin files, the `Host` given to apps, calling apps.
@@ -20,6 +21,7 @@
 pub mod config;
 pub mod connection;
 pub mod http;
+pub mod inbound;
 pub mod limits;
 pub mod listener;
 pub mod outbox;

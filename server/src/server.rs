@@ -76,7 +76,7 @@ impl Server {
             let Some(plugin) = plugin.clone() else {
                 continue;
             };
-            match MountedApp::new(app, plugin, config.server.outbound_queue_bytes) {
+            match MountedApp::new(app, plugin, config.server.max_message_size) {
                 Ok(mounted) => {
                     tracing::info!(app = %app.path, plugin = %mounted.plugin().manifest().name, "app mounted");
                     apps.insert(app.path.clone(), Arc::new(mounted));

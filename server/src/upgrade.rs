@@ -225,7 +225,7 @@ fn convert_headers(
                 (Ok(name), Ok(value)) => Ok((name, value)),
                 _ => {
                     tracing::error!(
-                        app = &**app.path(),
+                        app = %app.path(),
                         header = h.name.as_str(),
                         "on_handshake answered an invalid header"
                     );
@@ -286,7 +286,7 @@ pub fn ask_app<B>(
                 }
                 Some(chosen) => {
                     tracing::error!(
-                        app = &**app.path(),
+                        app = %app.path(),
                         subprotocol = chosen.as_str(),
                         "on_handshake chose a subprotocol the client did not offer"
                     );
@@ -314,7 +314,7 @@ pub fn ask_app<B>(
                 .filter(|s| s.is_client_error() || s.is_server_error())
             else {
                 tracing::error!(
-                    app = &**app.path(),
+                    app = %app.path(),
                     status,
                     "on_handshake rejected with a status that is not 4xx or 5xx"
                 );

@@ -14,5 +14,14 @@ mod http;
 mod startup;
 // Many clients on several apps at once; shutdown.
 mod concurrency;
+// Every Host call, through the test-kit plugin.
+mod host_api;
+// Handshake hook, per-app config, crash isolation, delivery guarantees.
+mod platform;
+// The chat, locks and clock apps with several clients.
+mod apps;
+// The plugin author's path: build the template, install it, mount it.
+mod template;
 
+mod kit;
 mod util;

@@ -3,7 +3,8 @@
 //! One `AppHost` exists per app instance and is cloned freely (it is an `Arc`
 //! inside). Every call works from any thread and never blocks: sends go into
 //! the connections' bounded outboxes. A message is copied out of the plugin's
-//! memory once; broadcasts and publishes share that one copy.
+//! memory once (or not at all when it is part of the message being handled,
+//! see [`crate::inbound`]); broadcasts and publishes share that one buffer.
 
 use std::sync::Arc;
 use std::time::UNIX_EPOCH;
@@ -15,7 +16,7 @@ use switchboard_plugin_api::abi::{
     ConnInfo, Header, Host, HostBox, HostError, HostErrorKind, Host_TO, LogLevel, MessageRef,
 };
 use switchboard_plugin_api::ConnId;
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 use crate::outbox::{CloseRequest, QueueError};
 use crate::registry::{Registry, RegistryError};
@@ -33,7 +34,7 @@ pub struct AppHost {
 
 impl AppHost {
     /// A host over an app's registry; `max_outgoing_size` (the server's
-    /// `outbound_queue_bytes`) bounds one message the app may send.
+    /// `max_message_size`) bounds one message the app may send.
     pub fn new(registry: Arc<Registry>, app: Arc<str>, max_outgoing_size: usize) -> Self {
         AppHost {
             registry,
@@ -56,14 +57,23 @@ impl AppHost {
             return Err(error(
                 HostErrorKind::INVALID_ARGUMENT,
                 format!(
-                    "message of {len} bytes is larger than the server's outbound_queue_bytes ({})",
+                    "message of {len} bytes is larger than the server's max_message_size ({})",
                     self.max_outgoing_size
                 ),
             ));
         }
         Ok(match message {
-            MessageRef::Text(text) => Message::Text(text.as_str().into()),
-            MessageRef::Binary(bytes) => Message::Binary(Bytes::copy_from_slice(bytes.as_slice())),
+            MessageRef::Text(text) => {
+                let shared = crate::inbound::share(text.as_str().as_bytes())
+                    .and_then(|b| Utf8Bytes::try_from(b).ok());
+                Message::Text(shared.unwrap_or_else(|| text.as_str().into()))
+            }
+            MessageRef::Binary(bytes) => {
+                let bytes = bytes.as_slice();
+                Message::Binary(
+                    crate::inbound::share(bytes).unwrap_or_else(|| Bytes::copy_from_slice(bytes)),
+                )
+            }
         })
     }
 }
@@ -215,11 +225,11 @@ impl Host for AppHost {
     fn log(&self, level: LogLevel, text: RStr<'_>) {
         let (app, text) = (&*self.app, text.as_str());
         match level {
-            LogLevel::ERROR => tracing::error!(target: "plugin", app, "{text}"),
-            LogLevel::WARN => tracing::warn!(target: "plugin", app, "{text}"),
-            LogLevel::INFO => tracing::info!(target: "plugin", app, "{text}"),
-            LogLevel::DEBUG => tracing::debug!(target: "plugin", app, "{text}"),
-            _ => tracing::trace!(target: "plugin", app, "{text}"),
+            LogLevel::ERROR => tracing::error!(target: "plugin", app = %app, "{text}"),
+            LogLevel::WARN => tracing::warn!(target: "plugin", app = %app, "{text}"),
+            LogLevel::INFO => tracing::info!(target: "plugin", app = %app, "{text}"),
+            LogLevel::DEBUG => tracing::debug!(target: "plugin", app = %app, "{text}"),
+            _ => tracing::trace!(target: "plugin", app = %app, "{text}"),
         }
     }
 }

@@ -118,9 +118,9 @@ impl MountedApp {
             let app = &*self.path;
             let conn = conn.map(|c| c.to_string());
             if failure.panicked {
-                tracing::error!(app, conn, callback, panic = %failure.message, "plugin callback panicked");
+                tracing::error!(app = %app, conn, callback, panic = %failure.message, "plugin callback panicked");
             } else {
-                tracing::warn!(app, conn, callback, error = %failure.message, "plugin callback failed");
+                tracing::warn!(app = %app, conn, callback, error = %failure.message, "plugin callback failed");
             }
             failure
         })
@@ -175,9 +175,11 @@ impl MountedApp {
         );
     }
 
-    /// Shuts the app down: `on_shutdown`, then every host call fails with `SHUT_DOWN`.
+    /// Shuts the app down: from now on every host call fails with `SHUT_DOWN`
+    /// (also inside `on_shutdown`, so threads of the plugin see it at once);
+    /// then `on_shutdown`.
     pub fn shut_down(&self) {
-        let _ = self.check("on_shutdown", None, self.app.on_shutdown());
         self.registry.shut_down();
+        let _ = self.check("on_shutdown", None, self.app.on_shutdown());
     }
 }

@@ -1,0 +1,322 @@
+//! The chat, locks and clock apps, with several clients at once.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use switchboard_tests::{Client, TestConfig, TestServer};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+use crate::util::{next_text, send_text};
+
+const APPS: &str = r#"
+[[app]]
+path = "/chat"
+plugin = "chat"
+[app.config]
+history = 3
+max_message_length = 20
+
+[[app]]
+path = "/secret-chat"
+plugin = "chat"
+[app.config]
+auth_token = "s3cret"
+
+[[app]]
+path = "/locks"
+plugin = "locks"
+
+[[app]]
+path = "/clock"
+plugin = "clock"
+[app.config]
+interval_ms = 50
+"#;
+
+async fn json_of(ws: &mut Client) -> Value {
+    serde_json::from_str(&next_text(ws).await).expect("json")
+}
+
+/// The next message of a given type (others skipped).
+async fn expect_type(ws: &mut Client, kind: &str) -> Value {
+    loop {
+        let value = json_of(ws).await;
+        if value["type"] == kind {
+            return value;
+        }
+    }
+}
+
+async fn send_json(ws: &mut Client, value: Value) {
+    send_text(ws, &value.to_string()).await;
+}
+
+async fn chat_client(server: &TestServer, nick: &str) -> Client {
+    let mut ws = server.ws("/chat").await;
+    let welcome = expect_type(&mut ws, "welcome").await;
+    assert_eq!(welcome["id"].as_str().map(str::len), Some(36));
+    send_json(&mut ws, json!({"type": "nick", "nick": nick})).await;
+    assert_eq!(expect_type(&mut ws, "nick").await["nick"], nick);
+    ws
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn chat_rooms_history_members_and_system_messages() {
+    let server = TestServer::start(TestConfig::new().apps(APPS)).await;
+    let mut alice = chat_client(&server, "alice").await;
+    let mut bob = chat_client(&server, "bob").await;
+    let mut carol = chat_client(&server, "carol").await;
+
+    send_json(&mut alice, json!({"type": "join", "room": "lobby"})).await;
+    let joined = expect_type(&mut alice, "joined").await;
+    assert_eq!(joined["members"], json!(["alice"]));
+    assert_eq!(joined["history"], json!([]));
+    for text in ["one", "two", "three", "four"] {
+        send_json(
+            &mut alice,
+            json!({"type": "say", "room": "lobby", "text": text}),
+        )
+        .await;
+        let message = expect_type(&mut alice, "message").await;
+        assert_eq!(
+            (message["nick"].as_str(), message["text"].as_str()),
+            (Some("alice"), Some(text))
+        );
+    }
+
+    send_json(&mut bob, json!({"type": "join", "room": "lobby"})).await;
+    let joined = expect_type(&mut bob, "joined").await;
+    assert_eq!(joined["members"], json!(["alice", "bob"]));
+    let history: Vec<&str> = joined["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        history,
+        vec!["two", "three", "four"],
+        "the last `history` messages, oldest first"
+    );
+    assert_eq!(
+        expect_type(&mut alice, "system").await["text"],
+        "bob joined"
+    );
+
+    send_json(
+        &mut bob,
+        json!({"type": "say", "room": "lobby", "text": "hi alice"}),
+    )
+    .await;
+    assert_eq!(expect_type(&mut alice, "message").await["text"], "hi alice");
+    assert_eq!(expect_type(&mut bob, "message").await["text"], "hi alice");
+
+    // Carol is in another room and hears nothing of the lobby.
+    send_json(&mut carol, json!({"type": "join", "room": "garden"})).await;
+    expect_type(&mut carol, "joined").await;
+    send_json(
+        &mut carol,
+        json!({"type": "say", "room": "lobby", "text": "let me in"}),
+    )
+    .await;
+    assert!(expect_type(&mut carol, "error").await["message"]
+        .as_str()
+        .unwrap()
+        .contains("join room \"lobby\""));
+    send_json(&mut carol, json!({"type": "members", "room": "lobby"})).await;
+    assert_eq!(
+        expect_type(&mut carol, "members").await["members"],
+        json!(["alice", "bob"])
+    );
+
+    // Limits and bad input get an error and change nothing.
+    send_json(
+        &mut bob,
+        json!({"type": "say", "room": "lobby", "text": "x".repeat(21)}),
+    )
+    .await;
+    assert!(expect_type(&mut bob, "error").await["message"]
+        .as_str()
+        .unwrap()
+        .contains("1 to 20 characters"));
+    send_text(&mut bob, "not json").await;
+    assert!(expect_type(&mut bob, "error").await["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("invalid command"));
+    send_json(&mut bob, json!({"type": "nick", "nick": "alice"})).await;
+    assert!(expect_type(&mut bob, "error").await["message"]
+        .as_str()
+        .unwrap()
+        .contains("taken"));
+
+    send_json(&mut bob, json!({"type": "nick", "nick": "robert"})).await;
+    assert_eq!(
+        expect_type(&mut alice, "system").await["text"],
+        "bob is now robert"
+    );
+    send_json(&mut bob, json!({"type": "leave", "room": "lobby"})).await;
+    assert_eq!(
+        expect_type(&mut alice, "system").await["text"],
+        "robert left"
+    );
+
+    send_json(&mut carol, json!({"type": "join", "room": "lobby"})).await;
+    expect_type(&mut alice, "system").await;
+    drop(carol);
+    assert_eq!(
+        expect_type(&mut alice, "system").await["text"],
+        "carol disconnected"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn chat_with_an_auth_token_refuses_clients_without_it_before_the_upgrade() {
+    let server = TestServer::start(TestConfig::new().apps(APPS)).await;
+    let refused = tokio_tungstenite::connect_async(server.url("/secret-chat"))
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("401"), "{refused}");
+    let wrong =
+        tokio_tungstenite::connect_async(format!("{}?token=nope", server.url("/secret-chat")))
+            .await
+            .unwrap_err();
+    assert!(wrong.to_string().contains("401"), "{wrong}");
+    let (mut by_query, _) =
+        tokio_tungstenite::connect_async(format!("{}?token=s3cret", server.url("/secret-chat")))
+            .await
+            .unwrap();
+    expect_type(&mut by_query, "welcome").await;
+    let mut request = server.url("/secret-chat").into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("authorization", "Bearer s3cret".parse().unwrap());
+    let (mut by_header, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    expect_type(&mut by_header, "welcome").await;
+    let mut request = server.url("/secret-chat").into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("cookie", "chat_token=s3cret".parse().unwrap());
+    let (mut by_cookie, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    expect_type(&mut by_cookie, "welcome").await;
+}
+
+async fn locks_client(server: &TestServer, user: &str) -> (Client, String) {
+    let mut ws = server.ws("/locks").await;
+    let welcome = expect_type(&mut ws, "welcome").await;
+    let id = welcome["id"].as_str().unwrap().to_owned();
+    send_json(&mut ws, json!({"type": "hello", "user": user})).await;
+    expect_type(&mut ws, "hello").await;
+    (ws, id)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn locks_are_first_come_first_served_visible_to_all_and_freed_on_disconnect() {
+    let server = TestServer::start(TestConfig::new().apps(APPS)).await;
+    let (mut anna, anna_id) = locks_client(&server, "Anna").await;
+    let (mut ben, ben_id) = locks_client(&server, "Ben").await;
+    let (mut cleo, _) = locks_client(&server, "Cleo").await;
+
+    send_json(
+        &mut anna,
+        json!({"type": "show", "ids": ["isbn-1", "isbn-2"]}),
+    )
+    .await;
+    let shown = expect_type(&mut anna, "shown").await;
+    assert_eq!(shown["mine"], json!(["isbn-1", "isbn-2"]));
+    for other in [&mut ben, &mut cleo] {
+        let locked = expect_type(other, "locked").await;
+        assert_eq!(
+            (locked["ids"].clone(), locked["user"].clone()),
+            (json!(["isbn-1", "isbn-2"]), json!("Anna"))
+        );
+        assert_eq!(locked["conn"], anna_id);
+    }
+
+    send_json(
+        &mut ben,
+        json!({"type": "show", "ids": ["isbn-2", "isbn-3"]}),
+    )
+    .await;
+    let shown = expect_type(&mut ben, "shown").await;
+    assert_eq!(shown["mine"], json!(["isbn-3"]));
+    assert_eq!(shown["held_by_others"]["isbn-2"]["user"], "Anna");
+    let locked = expect_type(&mut anna, "locked").await;
+    assert_eq!(
+        (locked["ids"].clone(), locked["user"].clone()),
+        (json!(["isbn-3"]), json!("Ben"))
+    );
+
+    // A new client sees every lock on connect.
+    let mut dan = server.ws("/locks").await;
+    let welcome = expect_type(&mut dan, "welcome").await;
+    assert_eq!(welcome["locks"]["isbn-1"]["user"], "Anna");
+    assert_eq!(welcome["locks"]["isbn-3"]["user"], "Ben");
+
+    // Anna leaves: Ben waited for isbn-2 and gets it; isbn-1 is free.
+    drop(anna);
+    let acquired = expect_type(&mut ben, "acquired").await;
+    assert_eq!(acquired["ids"], json!(["isbn-2"]));
+    let mut saw_taken = false;
+    let mut saw_freed = false;
+    while !(saw_taken && saw_freed) {
+        let message = json_of(&mut cleo).await;
+        match message["type"].as_str() {
+            Some("locked") if message["ids"] == json!(["isbn-2"]) => {
+                assert_eq!(message["conn"], ben_id);
+                saw_taken = true;
+            }
+            Some("released") => {
+                assert_eq!(message["ids"], json!(["isbn-1"]));
+                saw_freed = true;
+            }
+            _ => {}
+        }
+    }
+    send_json(&mut cleo, json!({"type": "state"})).await;
+    let state = expect_type(&mut cleo, "state").await;
+    assert_eq!(
+        state["locks"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect::<Vec<_>>(),
+        vec!["isbn-2", "isbn-3"]
+    );
+
+    send_json(&mut cleo, json!({"type": "show", "ids": vec!["x"; 1]})).await;
+    expect_type(&mut cleo, "shown").await;
+    send_json(&mut cleo, json!({"type": "show", "ids": [""]})).await;
+    assert!(expect_type(&mut cleo, "error").await["message"]
+        .as_str()
+        .unwrap()
+        .contains("must have 1 to 200 bytes"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_clock_publishes_from_its_own_thread_and_clients_can_pause() {
+    let server = TestServer::start(TestConfig::new().apps(APPS)).await;
+    let mut ws = server.ws("/clock").await;
+    let mut last = None;
+    for _ in 0..4 {
+        let tick = expect_type(&mut ws, "tick").await;
+        let n = tick["n"].as_u64().unwrap();
+        assert!(last.is_none_or(|l| n > l), "ticks count up");
+        assert_eq!(tick["time"].as_str().map(str::len), Some(8));
+        last = Some(n);
+    }
+    send_text(&mut ws, "pause").await;
+    assert_eq!(expect_type(&mut ws, "ok").await["subscribed"], false);
+    // Paused: at most what was already queued arrives, then silence.
+    let quiet = tokio::time::timeout(Duration::from_millis(300), async {
+        loop {
+            let value = json_of(&mut ws).await;
+            assert_eq!(value["type"], "tick");
+        }
+    })
+    .await;
+    assert!(quiet.is_err(), "no ticks while paused");
+    send_text(&mut ws, "resume").await;
+    assert_eq!(expect_type(&mut ws, "ok").await["subscribed"], true);
+    expect_type(&mut ws, "tick").await;
+}

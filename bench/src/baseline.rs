@@ -20,13 +20,18 @@ pub(crate) fn websocket_config(read_buffer: usize) -> WebSocketConfig {
     config
 }
 
-/// Serves echo on `listen` forever; prints `listening on ADDR` first.
+/// Serves echo on `listen` until SIGTERM or Ctrl-C; prints `listening on ADDR` first.
 pub(crate) async fn serve(listen: SocketAddr, read_buffer: usize) -> anyhow::Result<()> {
     let listener = TcpListener::bind(listen).await?;
     println!("listening on {}", listener.local_addr()?);
     let config = websocket_config(read_buffer);
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
-        let (stream, _) = listener.accept().await?;
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => accepted?,
+            _ = terminate.recv() => return Ok(()),
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        };
         stream.set_nodelay(true)?;
         tokio::spawn(async move {
             let Ok(mut ws) =

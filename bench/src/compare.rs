@@ -182,6 +182,7 @@ pub(crate) fn run(args: CompareArgs) -> anyhow::Result<()> {
                 inflight: args.inflight,
                 duration: args.duration,
                 warmup: Duration::from_secs(1),
+                count: None,
             },
         ),
         (
@@ -192,6 +193,7 @@ pub(crate) fn run(args: CompareArgs) -> anyhow::Result<()> {
                 inflight: args.inflight,
                 duration: args.duration,
                 warmup: Duration::from_secs(1),
+                count: None,
             },
         ),
         (
@@ -202,6 +204,7 @@ pub(crate) fn run(args: CompareArgs) -> anyhow::Result<()> {
                 inflight: args.inflight,
                 duration: args.duration,
                 warmup: Duration::from_secs(1),
+                count: None,
             },
         ),
     ];

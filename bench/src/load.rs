@@ -27,6 +27,10 @@ pub(crate) struct Shape {
     /// Warm-up before measuring.
     #[arg(long, default_value = "1s", value_parser = crate::parse_duration)]
     pub(crate) warmup: Duration,
+    /// Send exactly this many messages per connection instead of running for a
+    /// duration (for instruction counts, which need a fixed amount of work).
+    #[arg(long)]
+    pub(crate) count: Option<u64>,
 }
 
 /// What one run measured.
@@ -78,13 +82,23 @@ pub(crate) async fn run(url: &str, shape: &Shape) -> anyhow::Result<Report> {
     for mut ws in clients {
         let payload = payload.clone();
         let inflight = shape.inflight;
+        let count = shape.count;
         tasks.push(tokio::spawn(async move {
             let mut histogram =
                 Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
             let mut sent_at: VecDeque<Instant> = VecDeque::with_capacity(inflight);
             let mut measured = 0u64;
             let mut all = 0u64;
+            let mut sent_count = 0u64;
+            let more = |sent_count: u64, now: Instant| match count {
+                Some(count) => sent_count < count,
+                None => now < stop_at,
+            };
             for _ in 0..inflight {
+                if !more(sent_count, Instant::now()) {
+                    break;
+                }
+                sent_count += 1;
                 sent_at.push_back(Instant::now());
                 ws.feed(Message::Binary(payload.clone())).await?;
             }
@@ -105,7 +119,8 @@ pub(crate) async fn run(url: &str, shape: &Shape) -> anyhow::Result<Report> {
                         .record((now - sent).as_micros().max(1) as u64)
                         .ok();
                 }
-                if now < stop_at {
+                if more(sent_count, now) {
+                    sent_count += 1;
                     sent_at.push_back(Instant::now());
                     ws.send(Message::Binary(payload.clone())).await?;
                 }

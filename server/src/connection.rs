@@ -11,6 +11,7 @@
 //! error) live in this module, so that permessage-deflate can be added here
 //! without touching the app or host layers.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::inbound;
 use crate::limits::ConnectionSlot;
-use crate::outbox::{CloseRequest, OutboxReceiver, QueuedMessages};
+use crate::outbox::{CloseRequest, OutboxEvent, OutboxReceiver};
 use crate::plugin::MountedApp;
 use crate::registry::Connection;
 
@@ -132,7 +133,7 @@ where
     app.registry().insert(connection);
     tracing::debug!("connection open");
 
-    let mut step = match app.on_open(id) {
+    let mut step = match outbox.in_callback(|| app.on_open(id)) {
         Ok(()) => Step::Continue,
         Err(_) => Step::Close(internal_error()),
     };
@@ -160,7 +161,7 @@ where
             Step::Close(request) => {
                 let ending = Ending::new(request.code, request.reason.clone());
                 let sent = within(settings.write_timeout, async {
-                    write_queued(&mut ws, &mut outbox.messages).await;
+                    write_queued(&mut ws, &mut outbox).await;
                     ws.close(Some(close_frame(&request))).await
                 })
                 .await;
@@ -187,17 +188,20 @@ where
 
         step = tokio::select! {
             biased;
-            request = outbox.close_requests.recv(), if closing.is_none() => Step::Close(request),
-            Some(message) = outbox.messages.recv(), if closing.is_none() => {
-                within(settings.write_timeout, write_batch(&mut ws, &mut outbox.messages, message))
-                    .await
-                    .unwrap_or_else(write_timed_out)
-            }
+            event = outbox.next(), if closing.is_none() => match event {
+                OutboxEvent::Close(request) => Step::Close(request),
+                OutboxEvent::Message(message) => {
+                    within(settings.write_timeout, write_batch(&mut ws, &mut outbox, message))
+                        .await
+                        .unwrap_or_else(write_timed_out)
+                }
+            },
             incoming = ws.next() => {
                 heard_since_ping = true;
                 match incoming {
                     Some(Ok(message)) => {
-                        within(settings.write_timeout, on_frame(&app, id, &mut ws, message, closing.is_some()))
+                        let frame = on_frame(&app, id, &outbox, &mut ws, message, closing.is_some());
+                        within(settings.write_timeout, frame)
                             .await
                             .unwrap_or_else(write_timed_out)
                     }
@@ -246,8 +250,21 @@ pub fn going_away() -> CloseRequest {
 }
 
 /// Runs `future` for at most `limit`; `None` if time ran out.
+///
+/// The timer is armed only once the future has to wait: nearly every write
+/// completes on its first poll, and registering a timer per message would put
+/// the timer driver's lock on the hot path.
 async fn within<T>(limit: Duration, future: impl std::future::Future<Output = T>) -> Option<T> {
-    tokio::time::timeout(limit, future).await.ok()
+    let mut future = std::pin::pin!(future);
+    let mut deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+    std::future::poll_fn(|cx| {
+        if let std::task::Poll::Ready(value) = future.as_mut().poll(cx) {
+            return std::task::Poll::Ready(Some(value));
+        }
+        let sleep = deadline.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        sleep.as_mut().poll(cx).map(|()| None)
+    })
+    .await
 }
 
 fn write_timed_out() -> Step {
@@ -272,7 +289,7 @@ fn close_frame(request: &CloseRequest) -> CloseFrame {
 /// Writes one message and up to a batch of those queued behind it, then flushes.
 async fn write_batch<S>(
     ws: &mut WebSocketStream<S>,
-    outbox: &mut QueuedMessages,
+    outbox: &mut OutboxReceiver,
     first: Message,
 ) -> Step
 where
@@ -303,7 +320,7 @@ where
 
 /// Writes everything queued now (before a close frame), ignoring write errors
 /// (the close that follows reports them).
-async fn write_queued<S>(ws: &mut WebSocketStream<S>, outbox: &mut QueuedMessages)
+async fn write_queued<S>(ws: &mut WebSocketStream<S>, outbox: &mut OutboxReceiver)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -319,6 +336,7 @@ where
 async fn on_frame<S>(
     app: &MountedApp,
     id: ConnId,
+    outbox: &OutboxReceiver,
     ws: &mut WebSocketStream<S>,
     message: Message,
     closing: bool,
@@ -329,11 +347,15 @@ where
     let delivered = match &message {
         // After our close frame, data is discarded (RFC 6455 §1.4).
         Message::Text(_) | Message::Binary(_) if closing => Ok(()),
-        Message::Text(text) => inbound::with_current(text.as_ref(), || {
-            app.on_message(id, MessageRef::Text(RStr::from_str(text.as_str())))
+        Message::Text(text) => outbox.in_callback(|| {
+            inbound::with_current(text.as_ref(), || {
+                app.on_message(id, MessageRef::Text(RStr::from_str(text.as_str())))
+            })
         }),
-        Message::Binary(bytes) => inbound::with_current(bytes, || {
-            app.on_message(id, MessageRef::Binary(RSlice::from_slice(bytes)))
+        Message::Binary(bytes) => outbox.in_callback(|| {
+            inbound::with_current(bytes, || {
+                app.on_message(id, MessageRef::Binary(RSlice::from_slice(bytes)))
+            })
         }),
         Message::Close(frame) => {
             // tungstenite queued the close reply; send it now.

@@ -5,22 +5,22 @@
 //!
 //! Senders never wait: a full queue means the client does not read fast enough,
 //! so the message is refused and the connection is closed (slow consumer). A
-//! close request travels in its own slot beside the queue, so it gets through
-//! even when the queue is full; the connection task writes what was queued
-//! before it first.
+//! close request gets through even when the queue is full, and the connection
+//! task writes what was queued before it first.
 //!
-//! The connection task polls both on every turn of its loop, so neither takes a
-//! lock there: the queue is a tokio channel and the close slot an atomic flag
-//! with an `AtomicWaker` (`tokio::sync::Notify` would lock its waiter list on
-//! every poll, and a one-slot tokio channel allocates a 32-slot block).
+//! The queue is a `VecDeque` under a mutex (held for a push or a pop, never
+//! across an `.await`) with one `AtomicWaker`, measured cheaper per message
+//! than a tokio channel (and it allocates nothing until a message is queued).
+//! A message queued from inside the connection's own callback, as a reply is,
+//! wakes nobody: the task looks at its queue as soon as the callback returns,
+//! and waking the running task would only poll it again for nothing.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::cell::Cell;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Poll;
 
 use futures_util::task::AtomicWaker;
-
-use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
 /// Close code sent to a client whose outbound queue overflowed.
@@ -48,108 +48,70 @@ pub struct CloseRequest {
     pub reason: String,
 }
 
-/// The sending half, shared by everyone who sends to the connection.
-#[derive(Debug)]
-pub struct Outbox {
-    queue: mpsc::Sender<Message>,
-    close: Arc<CloseSlot>,
-    queued_bytes: Arc<AtomicUsize>,
-    max_bytes: usize,
+/// What the connection task is asked to do next.
+#[derive(Debug, PartialEq)]
+pub enum OutboxEvent {
+    /// Close (after writing what is queued).
+    Close(CloseRequest),
+    /// Write this message.
+    Message(Message),
 }
 
-/// Holds the first close request and wakes the connection task.
 #[derive(Debug, Default)]
-struct CloseSlot {
-    requested: AtomicBool,
-    request: Mutex<Option<CloseRequest>>,
+struct Queue {
+    messages: VecDeque<Message>,
+    bytes: usize,
+    close: Option<CloseRequest>,
+    close_requested: bool,
+    receiver_gone: bool,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    queue: Mutex<Queue>,
     waker: AtomicWaker,
 }
 
-/// The receiving half, owned by the connection task: two fields, so a
-/// `select!` can wait on both at once.
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn id(self: &Arc<Self>) -> usize {
+        Arc::as_ptr(self) as usize
+    }
+}
+
+thread_local! {
+    /// The outbox whose connection's callback is running on this thread (0: none).
+    static IN_CALLBACK_OF: Cell<usize> = const { Cell::new(0) };
+}
+
+/// The sending half, shared by everyone who sends to the connection.
+#[derive(Debug)]
+pub struct Outbox {
+    shared: Arc<Shared>,
+    max_messages: usize,
+    max_bytes: usize,
+}
+
+/// The receiving half, owned by the connection task.
 #[derive(Debug)]
 pub struct OutboxReceiver {
-    /// Queued messages.
-    pub messages: QueuedMessages,
-    /// Close requests (the first one wins).
-    pub close_requests: CloseRequests,
-}
-
-/// Where the connection task receives the close request.
-#[derive(Debug)]
-pub struct CloseRequests {
-    slot: Arc<CloseSlot>,
-    taken: bool,
-}
-
-impl CloseRequests {
-    /// The close request, once one is made (cancel-safe); never resolves after
-    /// it was taken or after `close`.
-    pub async fn recv(&mut self) -> CloseRequest {
-        std::future::poll_fn(|cx| {
-            if self.taken {
-                return Poll::Pending;
-            }
-            self.slot.waker.register(cx.waker());
-            if !self.slot.requested.load(Ordering::Acquire) {
-                return Poll::Pending;
-            }
-            self.taken = true;
-            let request = self
-                .slot
-                .request
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .take();
-            Poll::Ready(request.expect("a request is stored before the flag is set"))
-        })
-        .await
-    }
-
-    /// The close request if one was made and not yet taken.
-    pub fn try_recv(&mut self) -> Option<CloseRequest> {
-        if self.taken || !self.slot.requested.load(Ordering::Acquire) {
-            return None;
-        }
-        self.taken = true;
-        self.slot
-            .request
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-    }
-}
-
-/// The queued messages of one connection.
-#[derive(Debug)]
-pub struct QueuedMessages {
-    queue: mpsc::Receiver<Message>,
-    queued_bytes: Arc<AtomicUsize>,
+    shared: Arc<Shared>,
 }
 
 /// A new outbox holding at most `max_messages` messages and `max_bytes` bytes
 /// (a single message larger than `max_bytes` is still accepted into an empty queue).
 pub fn outbox(max_messages: usize, max_bytes: usize) -> (Outbox, OutboxReceiver) {
-    let (queue_tx, queue_rx) = mpsc::channel(max_messages);
-    let close = Arc::new(CloseSlot::default());
-    let queued_bytes = Arc::new(AtomicUsize::new(0));
+    let shared = Arc::new(Shared::default());
     (
         Outbox {
-            queue: queue_tx,
-            close: close.clone(),
-            queued_bytes: queued_bytes.clone(),
+            shared: shared.clone(),
+            max_messages,
             max_bytes,
         },
-        OutboxReceiver {
-            messages: QueuedMessages {
-                queue: queue_rx,
-                queued_bytes,
-            },
-            close_requests: CloseRequests {
-                slot: close,
-                taken: false,
-            },
-        },
+        OutboxReceiver { shared },
     )
 }
 
@@ -169,81 +131,117 @@ impl Outbox {
     /// [`QueueError::Closed`].
     pub fn push(&self, message: Message) -> Result<(), QueueError> {
         let len = payload_len(&message);
-        let before = self.queued_bytes.fetch_add(len, Ordering::Relaxed);
-        if before > 0 && before + len > self.max_bytes {
-            self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
-            self.overflowed();
+        let mut queue = self.shared.lock();
+        if queue.receiver_gone {
+            return Err(QueueError::Closed);
+        }
+        let full = queue.messages.len() >= self.max_messages
+            || (queue.bytes > 0 && queue.bytes + len > self.max_bytes);
+        if full {
+            request(&mut queue, slow_consumer());
+            drop(queue);
+            self.shared.waker.wake();
             return Err(QueueError::Full);
         }
-        match self.queue.try_send(message) {
-            Ok(()) => Ok(()),
-            Err(error) => {
-                self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
-                match error {
-                    mpsc::error::TrySendError::Full(_) => {
-                        self.overflowed();
-                        Err(QueueError::Full)
-                    }
-                    mpsc::error::TrySendError::Closed(_) => Err(QueueError::Closed),
-                }
-            }
-        }
-    }
-
-    fn overflowed(&self) {
-        self.request_close(CloseRequest {
-            code: SLOW_CONSUMER_CODE,
-            reason: "outbound queue full: the client reads too slowly".to_owned(),
-        });
+        queue.messages.push_back(message);
+        queue.bytes += len;
+        drop(queue);
+        self.wake();
+        Ok(())
     }
 
     /// Asks the connection task to close after writing what is already queued.
     /// The first request wins.
-    pub fn request_close(&self, request: CloseRequest) {
-        let mut stored = self.close.request.lock().unwrap_or_else(|e| e.into_inner());
-        if self.close.requested.load(Ordering::Acquire) {
-            return;
-        }
-        *stored = Some(request);
-        self.close.requested.store(true, Ordering::Release);
-        drop(stored);
-        self.close.waker.wake();
+    pub fn request_close(&self, close: CloseRequest) {
+        request(&mut self.shared.lock(), close);
+        self.shared.waker.wake();
     }
 
     /// Whether the connection task is gone.
     pub fn is_closed(&self) -> bool {
-        self.queue.is_closed()
+        self.shared.lock().receiver_gone
+    }
+
+    fn wake(&self) {
+        if IN_CALLBACK_OF.with(Cell::get) != self.shared.id() {
+            self.shared.waker.wake();
+        }
     }
 }
 
-impl QueuedMessages {
-    /// The next queued message; `None` once every sender is gone.
-    pub async fn recv(&mut self) -> Option<Message> {
-        let message = self.queue.recv().await?;
-        self.dequeued(&message);
-        Some(message)
+fn request(queue: &mut Queue, close: CloseRequest) {
+    if !queue.close_requested {
+        queue.close_requested = true;
+        queue.close = Some(close);
     }
+}
 
-    /// A queued message if one is ready now.
-    pub fn try_recv(&mut self) -> Option<Message> {
-        let message = self.queue.try_recv().ok()?;
-        self.dequeued(&message);
-        Some(message)
-    }
-
-    fn dequeued(&self, message: &Message) {
-        self.queued_bytes
-            .fetch_sub(payload_len(message), Ordering::Relaxed);
+fn slow_consumer() -> CloseRequest {
+    CloseRequest {
+        code: SLOW_CONSUMER_CODE,
+        reason: "outbound queue full: the client reads too slowly".to_owned(),
     }
 }
 
 impl OutboxReceiver {
-    /// Refuses further messages and close requests (already queued messages can
-    /// still be received).
-    pub fn close(&mut self) {
-        self.messages.queue.close();
-        self.close_requests.taken = true;
+    /// The next thing to do: a close request first, else the next message
+    /// (cancel-safe; pending while there is nothing).
+    pub async fn next(&mut self) -> OutboxEvent {
+        std::future::poll_fn(|cx| {
+            if let Some(event) = self.try_next() {
+                return Poll::Ready(event);
+            }
+            self.shared.waker.register(cx.waker());
+            // Look again: a push between the first look and the registration woke nobody.
+            match self.try_next() {
+                Some(event) => Poll::Ready(event),
+                None => Poll::Pending,
+            }
+        })
+        .await
     }
+
+    fn try_next(&mut self) -> Option<OutboxEvent> {
+        let mut queue = self.shared.lock();
+        if let Some(close) = queue.close.take() {
+            return Some(OutboxEvent::Close(close));
+        }
+        pop(&mut queue).map(OutboxEvent::Message)
+    }
+
+    /// A queued message if one is ready now.
+    pub fn try_recv(&mut self) -> Option<Message> {
+        pop(&mut self.shared.lock())
+    }
+
+    /// Runs `f`, a callback of this connection's app, on this thread: messages
+    /// it queues for this same connection wake nobody (the task looks at its
+    /// queue right after).
+    pub fn in_callback<T>(&self, f: impl FnOnce() -> T) -> T {
+        let previous = IN_CALLBACK_OF.with(|current| current.replace(self.shared.id()));
+        let result = f();
+        IN_CALLBACK_OF.with(|current| current.set(previous));
+        result
+    }
+
+    /// Refuses further messages and close requests; drops what is queued.
+    pub fn close(&mut self) {
+        let mut queue = self.shared.lock();
+        queue.receiver_gone = true;
+        queue.messages.clear();
+        queue.bytes = 0;
+        queue.close = None;
+    }
+}
+
+fn pop(queue: &mut Queue) -> Option<Message> {
+    let message = queue.messages.pop_front()?;
+    queue.bytes -= payload_len(&message);
+    if queue.messages.is_empty() && queue.messages.capacity() > 64 {
+        // Give back what a burst grew, so idle connections stay small.
+        queue.messages.shrink_to(16);
+    }
+    Some(message)
 }
 
 #[cfg(test)]
@@ -251,16 +249,14 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn overflow_in_messages_refuses_and_requests_a_close() {
+    async fn overflow_in_messages_refuses_and_requests_a_close_before_the_queue() {
         let (tx, mut rx) = outbox(2, 1 << 20);
         tx.push(Message::text("a")).unwrap();
         tx.push(Message::text("b")).unwrap();
         assert_eq!(tx.push(Message::text("c")), Err(QueueError::Full));
-        assert_eq!(
-            rx.close_requests.try_recv().map(|c| c.code),
-            Some(SLOW_CONSUMER_CODE)
-        );
-        assert_eq!(rx.messages.recv().await, Some(Message::text("a")));
+        assert_eq!(rx.next().await, OutboxEvent::Close(slow_consumer()));
+        assert_eq!(rx.next().await, OutboxEvent::Message(Message::text("a")));
+        assert_eq!(rx.try_recv(), Some(Message::text("b")));
     }
 
     #[tokio::test]
@@ -268,13 +264,13 @@ mod tests {
         let (tx, mut rx) = outbox(100, 10);
         tx.push(Message::binary(vec![0; 50])).unwrap();
         assert_eq!(tx.push(Message::binary(vec![0; 1])), Err(QueueError::Full));
-        assert_eq!(rx.messages.try_recv().map(|m| m.len()), Some(50));
-        assert!(rx.close_requests.try_recv().is_some());
+        assert!(matches!(rx.next().await, OutboxEvent::Close(_)));
+        assert_eq!(rx.try_recv().map(|m| m.len()), Some(50));
         tx.push(Message::binary(vec![0; 5])).unwrap();
     }
 
     #[tokio::test]
-    async fn first_close_request_wins_and_wakes_the_task() {
+    async fn the_first_close_request_wins_once() {
         let (tx, mut rx) = outbox(4, 100);
         tx.request_close(CloseRequest {
             code: 1000,
@@ -284,14 +280,30 @@ mod tests {
             code: 1011,
             reason: "later".into(),
         });
-        assert_eq!(rx.close_requests.recv().await.code, 1000);
-        assert!(rx.close_requests.try_recv().is_none());
+        tx.push(Message::text("x")).unwrap();
+        assert!(matches!(
+            rx.next().await,
+            OutboxEvent::Close(CloseRequest { code: 1000, .. })
+        ));
+        assert_eq!(rx.next().await, OutboxEvent::Message(Message::text("x")));
+    }
+
+    #[tokio::test]
+    async fn a_push_from_another_task_wakes_the_receiver() {
+        let (tx, mut rx) = outbox(4, 100);
+        let receiver = tokio::spawn(async move { rx.next().await });
+        tokio::task::yield_now().await;
+        tx.push(Message::text("late")).unwrap();
+        assert_eq!(
+            receiver.await.unwrap(),
+            OutboxEvent::Message(Message::text("late"))
+        );
     }
 
     #[tokio::test]
     async fn sending_to_a_gone_task_is_closed() {
-        let (tx, rx) = outbox(4, 100);
-        drop(rx);
+        let (tx, mut rx) = outbox(4, 100);
+        rx.close();
         assert_eq!(tx.push(Message::text("x")), Err(QueueError::Closed));
         assert!(tx.is_closed());
     }

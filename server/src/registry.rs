@@ -8,6 +8,7 @@
 //! exclusively.
 
 use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -53,13 +54,38 @@ pub enum RegistryError {
     Queue(#[from] QueueError),
 }
 
+/// Hashes a `ConnId` by its first eight bytes. Ids are random bytes the
+/// server generates itself, so they are already uniformly spread and no client
+/// can choose them to collide; SipHash would only cost time on every send.
+#[derive(Default)]
+struct ConnIdHasher(u64);
+
+impl Hasher for ConnIdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = self.0.rotate_left(5) ^ u64::from_le_bytes(word);
+        }
+    }
+
+    fn write_usize(&mut self, _length_prefix: usize) {}
+}
+
+type IdMap<V> = HashMap<ConnId, V, BuildHasherDefault<ConnIdHasher>>;
+type IdSet = HashSet<ConnId, BuildHasherDefault<ConnIdHasher>>;
+
 #[derive(Default)]
 struct State {
-    connections: HashMap<ConnId, Arc<Connection>>,
+    connections: IdMap<Arc<Connection>>,
     /// Group name → members.
-    groups: HashMap<String, HashSet<ConnId>>,
+    groups: HashMap<String, IdSet>,
     /// Connection → the groups it is in, so closing leaves them all.
-    memberships: HashMap<ConnId, HashSet<String>>,
+    memberships: IdMap<HashSet<String>>,
 }
 
 /// The connections and groups of one app.
@@ -322,9 +348,9 @@ mod tests {
                 .unwrap(),
             1
         );
-        assert!(rx_a.messages.try_recv().is_none());
-        assert_eq!(rx_b.messages.try_recv(), Some(Message::text("hi")));
-        assert!(rx_c.messages.try_recv().is_none());
+        assert!(rx_a.try_recv().is_none());
+        assert_eq!(rx_b.try_recv(), Some(Message::text("hi")));
+        assert!(rx_c.try_recv().is_none());
 
         registry.remove(b);
         assert_eq!(registry.members("room").unwrap(), vec![a]);

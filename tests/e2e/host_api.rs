@@ -333,3 +333,35 @@ async fn a_client_that_does_not_read_is_closed_as_a_slow_consumer() {
         json!({"ok": null})
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_stops_reading_is_dropped_after_the_write_timeout() {
+    let server = TestServer::start(kit_config("").server("write_timeout = \"300ms\"")).await;
+    let (mut a, _) = kit_client(&server, "/kit").await;
+    let (_stalled, stalled_id) = kit_client(&server, "/kit").await;
+    // Fill the stalled client's socket and queue; the server must not wait on it forever.
+    let started = std::time::Instant::now();
+    let mut last = json!(null);
+    while started.elapsed() < Duration::from_secs(15) {
+        last = call(
+            &mut a,
+            json!({"op": "send_size", "to": stalled_id, "size": 65536}),
+        )
+        .await;
+        if last["error"] == "UNKNOWN_CONNECTION" {
+            break;
+        }
+        if last["error"] == "QUEUE_FULL" {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    assert_eq!(
+        last["error"], "UNKNOWN_CONNECTION",
+        "the stalled client should be gone: {last}"
+    );
+    assert!(
+        server.log().contains("write timeout") || server.log().contains("did not take our data"),
+        "{}",
+        server.log()
+    );
+}

@@ -317,3 +317,42 @@ async fn the_handshake_data_attached_by_the_app_is_returned_by_info() {
         "role=editor"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_protocol_error_calls_on_error_then_on_close_once() {
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    let server = TestServer::start(kit_config("")).await;
+    let (mut observer, _) = kit_client(&server, "/kit").await;
+    let mut broken = server.ws("/kit").await;
+    let invalid_utf8 = Frame::message(vec![0xc3, 0x28], OpCode::Data(Data::Text), true);
+    broken.send(Message::Frame(invalid_utf8)).await.unwrap();
+    assert_eq!(expect_close(&mut broken).await.0, 1007);
+    // Keep reading, so the client library completes its side of the close.
+    assert!(crate::util::ends(&mut broken).await);
+    drop(broken);
+    let mut stats = json!(null);
+    for _ in 0..50 {
+        stats = call(&mut observer, json!({"op": "stats"})).await;
+        if stats["closes"] == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        (
+            stats["errors"].clone(),
+            stats["closes"].clone(),
+            stats["violations"].clone()
+        ),
+        (json!(1), json!(1), json!(0)),
+        "{stats}"
+    );
+    assert!(
+        server.log().contains("invalid UTF-8")
+            || server.log().contains("utf-8")
+            || server.log().contains("UTF-8"),
+        "{}",
+        server.log()
+    );
+}

@@ -273,6 +273,92 @@ pub trait App: Send + Sync {
     /// connection has been closed already and host calls now fail with `SHUT_DOWN`.
     #[sabi(last_prefix_field)]
     fn on_shutdown(&self) -> RResult<(), CallbackError>;
+
+    /// A backend pushes a message to this app (a connection, a group or every
+    /// connection) through the push API; the app may deliver it as it is,
+    /// replace it, or veto it. Called on the HTTP request's thread, possibly at
+    /// the same time as callbacks for the connection concerned.
+    ///
+    /// Added in 0.1.1; plugins built against 0.1.0 deliver every push.
+    fn on_push(&self, push: &PushRequest<'_>) -> RResult<PushVerdict, CallbackError> {
+        let _ = push;
+        RResult::ROk(PushVerdict::deliver())
+    }
+}
+
+/// Who a push is addressed to: an open newtype so that kinds can be added.
+#[repr(transparent)]
+#[derive(StableAbi, Clone, Copy, PartialEq, Eq, Debug)]
+pub struct PushTargetKind(pub u8);
+
+impl PushTargetKind {
+    /// One connection (`PushRequest::client`).
+    pub const CLIENT: PushTargetKind = PushTargetKind(1);
+    /// Every member of a group (`PushRequest::group`).
+    pub const GROUP: PushTargetKind = PushTargetKind(2);
+    /// Every connection of the app.
+    pub const APP: PushTargetKind = PushTargetKind(3);
+}
+
+/// A push from a backend, as the app sees it before delivery.
+#[repr(C)]
+#[derive(StableAbi, Debug)]
+pub struct PushRequest<'a> {
+    /// Who it is addressed to.
+    pub kind: PushTargetKind,
+    /// The connection, for `CLIENT` pushes.
+    pub client: ROption<ConnId>,
+    /// The group, for `GROUP` pushes (empty otherwise).
+    pub group: RStr<'a>,
+    /// The message.
+    pub message: MessageRef<'a>,
+}
+
+/// A message owned by whoever holds it (a replacement for a pushed message).
+#[repr(u8)]
+#[derive(StableAbi, Debug, Clone, PartialEq, Eq)]
+pub enum OwnedMessage {
+    /// A text message.
+    Text(RString),
+    /// A binary message.
+    Binary(RVec<u8>),
+}
+
+/// What to do with a push: an open newtype so that actions can be added.
+#[repr(transparent)]
+#[derive(StableAbi, Clone, Copy, PartialEq, Eq, Debug)]
+pub struct PushAction(pub u8);
+
+impl PushAction {
+    /// Deliver the message as it was pushed.
+    pub const DELIVER: PushAction = PushAction(1);
+    /// Deliver `PushVerdict::replacement` instead.
+    pub const REPLACE: PushAction = PushAction(2);
+    /// Deliver nothing; the backend gets 409 with `PushVerdict::reason`.
+    pub const VETO: PushAction = PushAction(3);
+}
+
+/// The app's answer to a push.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone)]
+pub struct PushVerdict {
+    /// What to do.
+    pub action: PushAction,
+    /// The message to deliver instead, for `REPLACE`.
+    pub replacement: ROption<OwnedMessage>,
+    /// Why, for `VETO` (sent to the backend).
+    pub reason: RString,
+}
+
+impl PushVerdict {
+    /// Deliver as pushed.
+    pub fn deliver() -> Self {
+        PushVerdict {
+            action: PushAction::DELIVER,
+            replacement: ROption::RNone,
+            reason: RString::new(),
+        }
+    }
 }
 
 /// The server, as one app instance sees it. Cheap to clone, usable from any

@@ -40,7 +40,7 @@ pub mod sdk;
 pub use abi::{ConnId, LogLevel};
 pub use sdk::{
     Accept, App, ConnInfo, Context, Error, Handshake, Host, HostError, HostErrorKind, Message,
-    Reject,
+    Push, PushDecision, PushTarget, Reject,
 };
 
 /// The version of this crate, which is the plugin ABI version a plugin is built against.

@@ -530,6 +530,39 @@ fn abi_headers(headers: Vec<(String, String)>) -> RVec<abi::Header> {
         .collect()
 }
 
+/// Who a push from a backend is addressed to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushTarget<'a> {
+    /// One connection.
+    Client(ConnId),
+    /// Every member of a group.
+    Group(&'a str),
+    /// Every connection of the app.
+    App,
+}
+
+/// A message a backend pushes through the push API, before delivery.
+#[derive(Debug, Clone, Copy)]
+pub struct Push<'a> {
+    /// Who it is for.
+    pub target: PushTarget<'a>,
+    /// The message.
+    pub message: Message<'a>,
+}
+
+/// What the app does with a push.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PushDecision {
+    /// Deliver it as pushed.
+    Deliver,
+    /// Deliver this text instead.
+    ReplaceText(String),
+    /// Deliver these bytes instead.
+    ReplaceBinary(Vec<u8>),
+    /// Deliver nothing; the backend gets 409 with this reason.
+    Veto(String),
+}
+
 /// What an app's constructor gets: the host handle and the app's `[app.config]` table.
 pub struct Context {
     /// The app's handle to the server.
@@ -610,6 +643,17 @@ pub trait App: Send + Sync + Sized + 'static {
     /// The app is being shut down: every connection is already closed, and
     /// host calls (from any thread) now fail with `SHUT_DOWN`. Stop your threads here.
     fn on_shutdown(&self) {}
+
+    /// A backend pushes a message through the push API. Default: deliver it.
+    /// Runs on the HTTP request's thread, possibly while a callback of the
+    /// connection concerned runs on another.
+    ///
+    /// # Errors
+    /// An error answers the backend with 500 and delivers nothing.
+    fn on_push(&self, push: &Push<'_>) -> Result<PushDecision, Error> {
+        let _ = push;
+        Ok(PushDecision::Deliver)
+    }
 }
 
 fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
@@ -697,6 +741,42 @@ impl<T: App> abi::App for AppAdapter<T> {
         guard(|| {
             self.0.on_shutdown();
             Ok(())
+        })
+    }
+
+    fn on_push(
+        &self,
+        push: &abi::PushRequest<'_>,
+    ) -> RResult<abi::PushVerdict, abi::CallbackError> {
+        guard(|| {
+            let target = match (push.kind, push.client.into_option()) {
+                (abi::PushTargetKind::CLIENT, Some(conn)) => PushTarget::Client(conn),
+                (abi::PushTargetKind::GROUP, _) => PushTarget::Group(push.group.as_str()),
+                _ => PushTarget::App,
+            };
+            let decision = self.0.on_push(&Push {
+                target,
+                message: Message::from_abi(push.message),
+            })?;
+            let (action, replacement, reason) = match decision {
+                PushDecision::Deliver => (abi::PushAction::DELIVER, None, String::new()),
+                PushDecision::ReplaceText(text) => (
+                    abi::PushAction::REPLACE,
+                    Some(abi::OwnedMessage::Text(text.into())),
+                    String::new(),
+                ),
+                PushDecision::ReplaceBinary(bytes) => (
+                    abi::PushAction::REPLACE,
+                    Some(abi::OwnedMessage::Binary(bytes.into())),
+                    String::new(),
+                ),
+                PushDecision::Veto(reason) => (abi::PushAction::VETO, None, reason),
+            };
+            Ok(abi::PushVerdict {
+                action,
+                replacement: replacement.into(),
+                reason: reason.into(),
+            })
         })
     }
 }

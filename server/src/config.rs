@@ -192,7 +192,21 @@ struct RawConfig {
     #[serde(default)]
     server: RawServer,
     #[serde(default)]
+    push: RawPush,
+    #[serde(default)]
     app: Vec<RawApp>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPush {
+    path: Option<Spanned<String>>,
+    token: Option<Spanned<String>>,
+    token_env: Option<Spanned<String>>,
+    allowed_ips: Option<Vec<Spanned<String>>>,
+    trusted_proxies: Option<Vec<Spanned<String>>>,
+    max_body: Option<Spanned<ByteSize>>,
+    max_batch: Option<Spanned<usize>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -235,8 +249,37 @@ pub struct Config {
     pub source: PathBuf,
     /// Server-wide settings.
     pub server: ServerConfig,
+    /// The push API.
+    pub push: PushConfig,
     /// The apps to mount, in file order.
     pub apps: Vec<AppConfig>,
+}
+
+/// The push API's settings (`[push]`).
+#[derive(Debug, Clone)]
+pub struct PushConfig {
+    /// The endpoint's path.
+    pub path: String,
+    /// The bearer token backends must send, if any.
+    pub token: Option<String>,
+    /// Addresses allowed to push (default: loopback only).
+    pub allowed_ips: Vec<ipnet::IpNet>,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Largest request body, in bytes (larger: 413).
+    pub max_body: usize,
+    /// Most pushes in one batch request.
+    pub max_batch: usize,
+}
+
+/// The default push path.
+pub const DEFAULT_PUSH_PATH: &str = "/_/push";
+
+/// Parses `10.0.0.0/8`, `127.0.0.1` or `::1` (a single address is a /32 or /128).
+pub fn parse_ip_net(text: &str) -> Option<ipnet::IpNet> {
+    text.parse::<ipnet::IpNet>()
+        .ok()
+        .or_else(|| text.parse::<IpAddr>().ok().map(ipnet::IpNet::from))
 }
 
 /// Server-wide settings.
@@ -485,10 +528,117 @@ fn validate(raw: RawConfig, source: &SourceFile, problems: &mut Vec<ConfigProble
         });
     }
 
+    let push = validate_push(raw.push, source, &apps, problems);
     Config {
         source: source.path.clone(),
         server,
+        push,
         apps,
+    }
+}
+
+fn validate_push(
+    raw: RawPush,
+    source: &SourceFile,
+    apps: &[AppConfig],
+    problems: &mut Vec<ConfigProblem>,
+) -> PushConfig {
+    let path = match raw.path {
+        Some(path) => {
+            let span = path.span();
+            let path = path.into_inner();
+            if !path.starts_with('/') {
+                problems.push(source.problem(
+                    Some(span),
+                    format!("push path {path:?} must start with '/'"),
+                ));
+            } else if let Some(app) = apps.iter().find(|a| a.path == path) {
+                problems.push(source.problem(
+                    Some(span),
+                    format!(
+                        "push path {path:?} is also the path of an app (line {})",
+                        app.line
+                    ),
+                ));
+            }
+            path
+        }
+        None => DEFAULT_PUSH_PATH.to_owned(),
+    };
+    let token = match (raw.token, raw.token_env) {
+        (Some(token), Some(env)) => {
+            problems.push(source.problem(
+                Some(env.span()),
+                "set push.token or push.token_env, not both",
+            ));
+            Some(token.into_inner())
+        }
+        (Some(token), None) if token.get_ref().is_empty() => {
+            problems.push(source.problem(
+                Some(token.span()),
+                "push.token is empty (leave it out to use the IP allow-list alone)",
+            ));
+            None
+        }
+        (Some(token), None) => Some(token.into_inner()),
+        (None, Some(env)) => match std::env::var(env.get_ref()) {
+            Ok(token) if !token.is_empty() => Some(token),
+            _ => {
+                problems.push(source.problem(
+                    Some(env.span()),
+                    format!("push.token_env names the environment variable {}, which is not set or empty", env.get_ref()),
+                ));
+                None
+            }
+        },
+        (None, None) => None,
+    };
+    let nets = |list: Option<Vec<Spanned<String>>>,
+                default: &[&str],
+                problems: &mut Vec<ConfigProblem>|
+     -> Vec<ipnet::IpNet> {
+        match list {
+            Some(list) => list
+                .into_iter()
+                .filter_map(|item| {
+                    let net = parse_ip_net(item.get_ref());
+                    if net.is_none() {
+                        problems.push(source.problem(
+                            Some(item.span()),
+                            format!("{:?} is not an IP address or network (expected \"127.0.0.1\", \"::1\" or \"10.0.0.0/8\")", item.get_ref()),
+                        ));
+                    }
+                    net
+                })
+                .collect(),
+            None => default.iter().filter_map(|n| parse_ip_net(n)).collect(),
+        }
+    };
+    let allowed_ips = nets(raw.allowed_ips, &["127.0.0.0/8", "::1"], problems);
+    let trusted_proxies = nets(raw.trusted_proxies, &[], problems);
+    let max_body = match raw.max_body {
+        Some(v) if v.get_ref().0 == 0 => {
+            problems.push(source.problem(Some(v.span()), "push.max_body must be at least 1 byte"));
+            1 << 20
+        }
+        Some(v) => usize::try_from(v.into_inner().0).unwrap_or(usize::MAX),
+        None => 1 << 20,
+    };
+    let max_batch = match raw.max_batch {
+        Some(v) if *v.get_ref() == 0 => {
+            problems.push(source.problem(Some(v.span()), "push.max_batch must be at least 1"));
+            1000
+        }
+        Some(v) => v.into_inner(),
+        None => 1000,
+    };
+    PushConfig {
+        path,
+        token,
+        allowed_ips,
+        trusted_proxies,
+        max_body,
+        max_batch,
     }
 }
 
@@ -613,6 +763,36 @@ mod tests {
                 .join(plugin_file_name("chat"))
         );
         assert_eq!(app.line, 4);
+    }
+
+    #[test]
+    fn push_settings_are_checked() {
+        let config = parse("").unwrap();
+        assert_eq!(config.push.path, "/_/push");
+        assert!(config
+            .push
+            .allowed_ips
+            .iter()
+            .any(|n| n.contains(&"127.0.0.1".parse::<IpAddr>().unwrap())));
+        assert!(config.push.token.is_none());
+        let problems = parse(
+            "[push]\ntoken_env = \"SWITCHBOARD_TEST_UNSET_VARIABLE\"\nallowed_ips = [\"10.0.0.0/8\", \"nope\"]\n",
+        )
+        .unwrap_err();
+        assert_eq!(
+            problems,
+            vec![
+                "sb.toml:2:13: push.token_env names the environment variable SWITCHBOARD_TEST_UNSET_VARIABLE, which is not set or empty",
+                "sb.toml:3:30: \"nope\" is not an IP address or network (expected \"127.0.0.1\", \"::1\" or \"10.0.0.0/8\")",
+            ]
+        );
+        let problems =
+            parse("[push]\npath = \"/chat\"\n[[app]]\npath = \"/chat\"\nplugin = \"chat\"\n")
+                .unwrap_err();
+        assert_eq!(
+            problems,
+            vec!["sb.toml:2:8: push path \"/chat\" is also the path of an app (line 4)"]
+        );
     }
 
     #[test]

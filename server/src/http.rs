@@ -1,6 +1,6 @@
 //! HTTP/1.1 on one accepted connection (hyper), and routing by path: a mounted
-//! app's path is a WebSocket endpoint, `/_/health` reports the server's state,
-//! anything else is 404.
+//! app's path is a WebSocket endpoint, the push path (`/_/push`) is the push
+//! API, `/_/health` reports the server's state, anything else is 404.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -71,8 +71,8 @@ pub async fn serve_connection<S>(
     let service = {
         let server = server.clone();
         service_fn(move |request| {
-            let response = route::<S>(request, peer, &server, &slot);
-            std::future::ready(Ok::<_, Infallible>(response))
+            let (server, slot) = (server.clone(), slot.clone());
+            async move { Ok::<_, Infallible>(route::<S>(request, peer, &server, &slot).await) }
         })
     };
     let mut builder = http1::Builder::new();
@@ -97,7 +97,7 @@ pub async fn serve_connection<S>(
     }
 }
 
-fn route<S>(
+async fn route<S>(
     mut request: Request<Incoming>,
     peer: SocketAddr,
     server: &Arc<Server>,
@@ -133,6 +133,9 @@ where
                 rejection.into_response()
             }
         };
+    }
+    if path == server.config().push.path {
+        return crate::push::handle(request, peer, server).await;
     }
     match path {
         "/_/health" => json_response(StatusCode::OK, &server.health()),

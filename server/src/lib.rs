@@ -16,6 +16,7 @@
 //! - [`inbound`]: replies that reuse the received buffer instead of copying it.
 //! - [`outbox`]: one connection's bounded outbound queue and close request.
 //! - [`registry`]: one app's connections and groups.
+//! - [`push`]: the push API, for backends to reach connections, groups, apps.
 //! - [`plugin`]: loading plugin files, the `Host` given to apps, calling apps.
 
 pub mod config;
@@ -26,6 +27,7 @@ pub mod limits;
 pub mod listener;
 pub mod outbox;
 pub mod plugin;
+pub mod push;
 pub mod registry;
 pub mod server;
 pub mod upgrade;

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
+use switchboard_plugin_api::ConnId;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -116,6 +117,14 @@ impl Server {
     /// The app mounted on `path`.
     pub fn app(&self, path: &str) -> Option<&Arc<MountedApp>> {
         self.apps.get(path)
+    }
+
+    /// The app holding an open connection (apps are few, so each is asked).
+    pub fn app_of(&self, id: ConnId) -> Option<Arc<MountedApp>> {
+        self.apps
+            .values()
+            .find(|app| app.registry().get(id).is_ok())
+            .cloned()
     }
 
     /// Every mounted app, sorted by path.

@@ -22,6 +22,8 @@ mod platform;
 mod apps;
 // The plugin author's path: build the template, install it, mount it.
 mod template;
+// The push API and the backend examples (curl, Python, PHP).
+mod push;
 
 mod kit;
 mod util;

@@ -202,9 +202,9 @@ async fn plugins_lists_manifests_and_load_errors() {
         !output.status.success(),
         "one file is not a plugin, so the listing fails:\n{text}"
     );
-    assert!(text.contains("libecho.so: echo 0.1.0 (plugin-api 0.1.0): Sends every text and binary message back unchanged"), "{text}");
+    assert!(text.contains("libecho.so: echo 0.1.0 (plugin-api 0.1.1): Sends every text and binary message back unchanged"), "{text}");
     assert!(
-        text.contains("libcommands.so: commands 0.1.0 (plugin-api 0.1.0)"),
+        text.contains("libcommands.so: commands 0.1.0 (plugin-api 0.1.1)"),
         "{text}"
     );
     assert!(

@@ -194,6 +194,37 @@ impl TestServer {
         self.raw(request.as_bytes(), Duration::from_secs(5)).await
     }
 
+    /// A POST with a body and extra headers; returns the status and the body
+    /// parsed as JSON (`Null` if it is not JSON).
+    pub async fn post(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> (u16, serde_json::Value) {
+        let mut request = format!(
+            "POST {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+            self.addr,
+            body.len()
+        );
+        for (name, value) in headers {
+            request.push_str(&format!("{name}: {value}\r\n"));
+        }
+        request.push_str("\r\n");
+        request.push_str(body);
+        let response = self.raw(request.as_bytes(), Duration::from_secs(10)).await;
+        let status = response
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let body = response.split("\r\n\r\n").nth(1).unwrap_or("");
+        (
+            status,
+            serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
     /// The server's log so far.
     pub fn log(&self) -> String {
         read_log(self.dir.path())

@@ -10,7 +10,8 @@ use std::sync::Arc;
 
 use abi_stable::std_types::{RResult, RStr};
 use switchboard_plugin_api::abi::{
-    AppBox, CallbackError, HandshakeRequest, HandshakeResponse, MessageRef,
+    AppBox, CallbackError, HandshakeRequest, HandshakeResponse, MessageRef, PushRequest,
+    PushVerdict,
 };
 use switchboard_plugin_api::ConnId;
 
@@ -173,6 +174,14 @@ impl MountedApp {
             Some(conn),
             self.app.on_error(conn, RStr::from_str(error)),
         );
+    }
+
+    /// Asks the app what to do with a push from a backend.
+    ///
+    /// # Errors
+    /// The callback failed.
+    pub fn on_push(&self, push: &PushRequest<'_>) -> Result<PushVerdict, CallbackFailure> {
+        self.check("on_push", push.client.into_option(), self.app.on_push(push))
     }
 
     /// Shuts the app down: from now on every host call fails with `SHUT_DOWN`

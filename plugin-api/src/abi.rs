@@ -408,6 +408,32 @@ pub trait Host: Send + Sync + Clone {
     /// callback is running, if any.
     #[sabi(last_prefix_field)]
     fn log(&self, level: LogLevel, text: RStr<'_>);
+
+    /// Sets a transport option of one connection (see [`ConnOption`]).
+    ///
+    /// Added in 0.1.1; a server without it answers `INVALID_ARGUMENT`.
+    fn configure(&self, conn: ConnId, option: ConnOption, value: u64) -> RResult<(), HostError> {
+        let _ = (conn, value);
+        RResult::RErr(HostError {
+            kind: HostErrorKind::INVALID_ARGUMENT,
+            message: format!(
+                "this server does not support connection option {}",
+                option.0
+            )
+            .into(),
+        })
+    }
+}
+
+/// A per-connection transport option: an open newtype so options can be added.
+#[repr(transparent)]
+#[derive(StableAbi, Clone, Copy, PartialEq, Eq, Debug)]
+pub struct ConnOption(pub u32);
+
+impl ConnOption {
+    /// Value 1: write every message to the socket on its own (one frame per
+    /// write), for clients that decode one frame per read. Value 0: batch (default).
+    pub const ONE_FRAME_PER_WRITE: ConnOption = ConnOption(1);
 }
 
 /// An app instance as a boxed trait object.

@@ -316,6 +316,22 @@ impl Host {
     pub fn log(&self, level: LogLevel, text: &str) {
         self.inner.log(level, RStr::from_str(text));
     }
+
+    /// Writes every message to this connection's socket on its own, for
+    /// clients that decode one frame per read (`true`), or batches them (the default).
+    ///
+    /// # Errors
+    /// `UNKNOWN_CONNECTION`, `SHUT_DOWN`, or `INVALID_ARGUMENT` from a server that lacks it.
+    pub fn set_one_frame_per_write(&self, conn: ConnId, enabled: bool) -> Result<(), HostError> {
+        self.inner
+            .configure(
+                conn,
+                abi::ConnOption::ONE_FRAME_PER_WRITE,
+                u64::from(enabled),
+            )
+            .into_result()
+            .map_err(HostError::from_abi)
+    }
 }
 
 /// What the server knows of one open connection.

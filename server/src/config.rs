@@ -232,8 +232,10 @@ struct RawServer {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawApp {
-    path: Spanned<String>,
+    path: Option<Spanned<String>>,
+    paths: Option<Vec<Spanned<String>>>,
     plugin: Spanned<String>,
+    ping_payload: Option<String>,
     #[serde(default)]
     subprotocols: Vec<String>,
     allowed_origins: Option<Vec<String>>,
@@ -321,10 +323,14 @@ pub struct ServerConfig {
 /// One mounted app.
 #[derive(Debug, Clone)]
 pub struct AppConfig {
-    /// The URL path the app is mounted on (`/chat`).
+    /// The app's first path, which also names it in logs and messages.
     pub path: String,
-    /// Line of the `path` key, for messages.
+    /// Every URL path the one app instance is mounted on (`path`, or `paths`).
+    pub paths: Vec<String>,
+    /// Line of the (first) path, for messages.
     pub line: usize,
+    /// Payload of the keepalive pings sent to this app's clients (empty by default).
+    pub ping_payload: String,
     /// The plugin's name (`chat` → `lib<chat>.so` in `plugin_dir`) or a path to a plugin file.
     pub plugin: String,
     /// The plugin file this resolves to.
@@ -458,33 +464,41 @@ fn validate(raw: RawConfig, source: &SourceFile, problems: &mut Vec<ConfigProble
     let mut first_mount: HashMap<String, usize> = HashMap::new();
     let mut apps = Vec::new();
     for app in raw.app {
-        let path_span = app.path.span();
-        let line = source.line_of(path_span.start);
-        let path = app.path.into_inner();
-        if !path.starts_with('/') {
-            problems.push(source.problem(
-                Some(path_span.clone()),
-                format!("app path {path:?} must start with '/'"),
-            ));
-        } else if path.starts_with(RESERVED_PREFIX) || path == "/_" {
-            problems.push(source.problem(
-                Some(path_span.clone()),
-                format!("app path {path:?} is reserved for the server's own endpoints ({RESERVED_PREFIX}...)"),
-            ));
-        } else if path.contains(['?', '#', ' ']) {
-            problems.push(source.problem(
-                Some(path_span.clone()),
-                format!("app path {path:?} may not contain '?', '#' or spaces"),
-            ));
+        let spanned_paths = match (app.path, app.paths) {
+            (Some(path), None) => vec![path],
+            (None, Some(paths)) if !paths.is_empty() => paths,
+            (Some(path), Some(_)) => {
+                problems.push(
+                    source.problem(Some(path.span()), "give an app `path` or `paths`, not both"),
+                );
+                continue;
+            }
+            _ => {
+                problems.push(source.problem(
+                    Some(app.plugin.span()),
+                    "this app has no `path` (or `paths = [...]` to mount one instance on several paths)",
+                ));
+                continue;
+            }
+        };
+        let line = source.line_of(spanned_paths[0].span().start);
+        let mut paths = Vec::new();
+        for spanned in spanned_paths {
+            let span = spanned.span();
+            let path = spanned.into_inner();
+            if let Some(problem) = app_path_problem(&path) {
+                problems.push(source.problem(Some(span), problem));
+            } else if let Some(first) = first_mount.get(&path) {
+                problems.push(source.problem(
+                    Some(span),
+                    format!("app path {path:?} is mounted twice (first at line {first})"),
+                ));
+            } else {
+                first_mount.insert(path.clone(), source.line_of(span.start));
+            }
+            paths.push(path);
         }
-        if let Some(first) = first_mount.get(&path) {
-            problems.push(source.problem(
-                Some(path_span.clone()),
-                format!("app path {path:?} is mounted twice (first at line {first})"),
-            ));
-        } else {
-            first_mount.insert(path.clone(), line);
-        }
+        let path = paths[0].clone();
 
         let plugin_span = app.plugin.span();
         let plugin = app.plugin.into_inner();
@@ -513,7 +527,9 @@ fn validate(raw: RawConfig, source: &SourceFile, problems: &mut Vec<ConfigProble
 
         apps.push(AppConfig {
             path,
+            paths,
             line,
+            ping_payload: app.ping_payload.unwrap_or_default(),
             plugin,
             plugin_file,
             subprotocols: app.subprotocols,
@@ -552,7 +568,7 @@ fn validate_push(
                     Some(span),
                     format!("push path {path:?} must start with '/'"),
                 ));
-            } else if let Some(app) = apps.iter().find(|a| a.path == path) {
+            } else if let Some(app) = apps.iter().find(|a| a.paths.contains(&path)) {
                 problems.push(source.problem(
                     Some(span),
                     format!(
@@ -639,6 +655,23 @@ fn validate_push(
         trusted_proxies,
         max_body,
         max_batch,
+    }
+}
+
+/// What is wrong with an app path, if anything.
+fn app_path_problem(path: &str) -> Option<String> {
+    if !path.starts_with('/') {
+        Some(format!("app path {path:?} must start with '/'"))
+    } else if path.starts_with(RESERVED_PREFIX) || path == "/_" {
+        Some(format!(
+            "app path {path:?} is reserved for the server's own endpoints ({RESERVED_PREFIX}...)"
+        ))
+    } else if path.contains(['?', '#', ' ']) {
+        Some(format!(
+            "app path {path:?} may not contain '?', '#' or spaces"
+        ))
+    } else {
+        None
     }
 }
 
@@ -792,6 +825,23 @@ mod tests {
         assert_eq!(
             problems,
             vec!["sb.toml:2:8: push path \"/chat\" is also the path of an app (line 4)"]
+        );
+    }
+
+    #[test]
+    fn one_app_may_be_mounted_on_several_paths() {
+        let config = parse("[[app]]\npaths = [\"/\", \"/web\", \"/php\"]\nplugin = \"hub\"\nping_payload = \"ping!\"\n").unwrap();
+        assert_eq!(config.apps[0].paths, vec!["/", "/web", "/php"]);
+        assert_eq!(config.apps[0].ping_payload, "ping!");
+        let problems =
+            parse("[[app]]\npaths = [\"/a\", \"/a\"]\nplugin = \"hub\"\n[[app]]\nplugin = \"x\"\n")
+                .unwrap_err();
+        assert_eq!(
+            problems,
+            vec![
+                "sb.toml:2:16: app path \"/a\" is mounted twice (first at line 2)",
+                "sb.toml:5:10: this app has no `path` (or `paths = [...]` to mount one instance on several paths)",
+            ]
         );
     }
 

@@ -12,6 +12,7 @@
 //! without touching the app or host layers.
 
 use std::future::Future;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,7 +35,8 @@ use crate::outbox::{CloseRequest, OutboxEvent, OutboxReceiver};
 use crate::plugin::MountedApp;
 use crate::registry::Connection;
 
-/// Most queued messages written before the socket is flushed and reads get a turn.
+/// Most queued messages written before the socket is flushed and reads get a
+/// turn (1 for connections in one-frame-per-write mode).
 const WRITE_BATCH: usize = 64;
 
 /// Settings every connection shares, from the `[server]` block.
@@ -130,7 +132,7 @@ where
         slot,
     } = open;
     let id = connection.id;
-    app.registry().insert(connection);
+    app.registry().insert(connection.clone());
     tracing::debug!("connection open");
 
     let mut step = match outbox.in_callback(|| app.on_open(id)) {
@@ -191,7 +193,8 @@ where
             event = outbox.next(), if closing.is_none() => match event {
                 OutboxEvent::Close(request) => Step::Close(request),
                 OutboxEvent::Message(message) => {
-                    within(settings.write_timeout, write_batch(&mut ws, &mut outbox, message))
+                    let batch = if connection.one_frame_per_write.load(Ordering::Relaxed) { 1 } else { WRITE_BATCH };
+                    within(settings.write_timeout, write_batch(&mut ws, &mut outbox, message, batch))
                         .await
                         .unwrap_or_else(write_timed_out)
                 }
@@ -212,7 +215,8 @@ where
             _ = ping.tick(), if closing.is_none() => {
                 if heard_since_ping {
                     heard_since_ping = false;
-                    match within(settings.write_timeout, ws.send(Message::Ping(Default::default()))).await {
+                    let payload = bytes::Bytes::copy_from_slice(app.settings().ping_payload.as_bytes());
+                    match within(settings.write_timeout, ws.send(Message::Ping(payload))).await {
                         Some(Ok(())) => Step::Continue,
                         Some(Err(_)) => Step::End(Ending::new(1006, "connection lost")),
                         None => write_timed_out(),
@@ -286,11 +290,12 @@ fn close_frame(request: &CloseRequest) -> CloseFrame {
     }
 }
 
-/// Writes one message and up to a batch of those queued behind it, then flushes.
+/// Writes one message and up to `limit - 1` of those queued behind it, then flushes.
 async fn write_batch<S>(
     ws: &mut WebSocketStream<S>,
     outbox: &mut OutboxReceiver,
     first: Message,
+    limit: usize,
 ) -> Step
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -303,7 +308,7 @@ where
             return Step::End(Ending::new(1006, "connection lost"));
         }
         written += 1;
-        next = if written < WRITE_BATCH {
+        next = if written < limit {
             outbox.try_recv()
         } else {
             None

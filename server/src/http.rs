@@ -182,6 +182,8 @@ where
             id,
             outbox,
             peer,
+            path: request.uri().path().into(),
+            one_frame_per_write: std::sync::atomic::AtomicBool::new(false),
             query: request.uri().query().unwrap_or("").to_owned(),
             headers,
             subprotocol: accepted.subprotocol,

@@ -28,6 +28,10 @@ pub struct Connection {
     pub outbox: Outbox,
     /// The client's address.
     pub peer: SocketAddr,
+    /// The path it connected to (an app may be mounted on several).
+    pub path: Arc<str>,
+    /// Write every message on its own (`ConnOption::ONE_FRAME_PER_WRITE`).
+    pub one_frame_per_write: AtomicBool,
     /// The raw query string of the handshake.
     pub query: String,
     /// The handshake headers the app keeps (`info_headers`).
@@ -324,6 +328,8 @@ mod tests {
             id,
             outbox: tx,
             peer: "127.0.0.1:1".parse().unwrap(),
+            path: "/test".into(),
+            one_frame_per_write: AtomicBool::new(false),
             query: String::new(),
             headers: Vec::new(),
             subprotocol: None,

@@ -80,7 +80,10 @@ impl Server {
             match MountedApp::new(app, plugin, config.server.max_message_size) {
                 Ok(mounted) => {
                     tracing::info!(app = %app.path, plugin = %mounted.plugin().manifest().name, "app mounted");
-                    apps.insert(app.path.clone(), Arc::new(mounted));
+                    let mounted = Arc::new(mounted);
+                    for path in &app.paths {
+                        apps.insert(path.clone(), mounted.clone());
+                    }
                 }
                 Err(message) => problems.push(format!(
                     "{where_}: plugin {} refused to start: {message}",
@@ -131,6 +134,8 @@ impl Server {
     pub fn apps(&self) -> Vec<&Arc<MountedApp>> {
         let mut apps: Vec<_> = self.apps.values().collect();
         apps.sort_by(|a, b| a.path().cmp(b.path()));
+        // An app mounted on several paths is listed once.
+        apps.dedup_by(|a, b| Arc::ptr_eq(a, b));
         apps
     }
 
@@ -169,6 +174,7 @@ impl Server {
                     app.path().to_string(),
                     serde_json::json!({
                         "plugin": app.plugin().manifest().name,
+                        "paths": app.settings().paths,
                         "connections": app.registry().len(),
                     }),
                 )

@@ -13,7 +13,8 @@ use abi_stable::sabi_trait::TD_Opaque;
 use abi_stable::std_types::{RArc, ROption, RResult, RStr, RString, RVec};
 use bytes::Bytes;
 use switchboard_plugin_api::abi::{
-    ConnInfo, Header, Host, HostBox, HostError, HostErrorKind, Host_TO, LogLevel, MessageRef,
+    ConnInfo, ConnOption, Header, Host, HostBox, HostError, HostErrorKind, Host_TO, LogLevel,
+    MessageRef,
 };
 use switchboard_plugin_api::ConnId;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
@@ -165,7 +166,7 @@ impl Host for AppHost {
             ConnInfo {
                 id: c.id,
                 peer: c.peer.to_string().into(),
-                path: RString::from(&*self.app),
+                path: RString::from(&*c.path),
                 query: c.query.as_str().into(),
                 headers: c
                     .headers
@@ -220,6 +221,23 @@ impl Host for AppHost {
                 .map(RVec::from)
                 .map_err(HostError::from),
         )
+    }
+
+    fn configure(&self, conn: ConnId, option: ConnOption, value: u64) -> RResult<(), HostError> {
+        result(match option {
+            ConnOption::ONE_FRAME_PER_WRITE => self
+                .registry
+                .get(conn)
+                .map(|c| {
+                    c.one_frame_per_write
+                        .store(value != 0, std::sync::atomic::Ordering::Relaxed)
+                })
+                .map_err(HostError::from),
+            other => Err(error(
+                HostErrorKind::INVALID_ARGUMENT,
+                format!("unknown connection option {}", other.0),
+            )),
+        })
     }
 
     fn log(&self, level: LogLevel, text: RStr<'_>) {

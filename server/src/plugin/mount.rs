@@ -41,6 +41,10 @@ pub struct MountSettings {
     pub allowed_origins: Vec<String>,
     /// Handshake headers kept for `Host::info`.
     pub info_headers: Vec<String>,
+    /// Payload of keepalive pings (empty by default).
+    pub ping_payload: String,
+    /// Every path the app is mounted on.
+    pub paths: Vec<String>,
 }
 
 /// One app instance on its path.
@@ -84,6 +88,8 @@ impl MountedApp {
                 subprotocols: config.subprotocols.clone(),
                 allowed_origins: config.allowed_origins.clone(),
                 info_headers: config.info_headers.clone(),
+                ping_payload: config.ping_payload.clone(),
+                paths: config.paths.clone(),
             },
         })
     }

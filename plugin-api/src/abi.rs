@@ -434,6 +434,11 @@ impl ConnOption {
     /// Value 1: write every message to the socket on its own (one frame per
     /// write), for clients that decode one frame per read. Value 0: batch (default).
     pub const ONE_FRAME_PER_WRITE: ConnOption = ConnOption(1);
+    /// In one-frame-per-write mode, the pause in microseconds before writing a
+    /// frame when the client has sent nothing since the previous one (the 101
+    /// response counts), so that a client reading one frame per read gets each
+    /// frame in a read of its own. 0: no pause (default).
+    pub const FRAME_PAUSE_MICROS: ConnOption = ConnOption(2);
 }
 
 /// An app instance as a boxed trait object.

@@ -39,8 +39,8 @@ pub mod sdk;
 
 pub use abi::{ConnId, LogLevel};
 pub use sdk::{
-    Accept, App, ConnInfo, Context, Error, Handshake, Host, HostError, HostErrorKind, Message,
-    Push, PushDecision, PushTarget, Reject,
+    Accept, App, ConnInfo, Context, Error, FramePacing, Handshake, Host, HostError, HostErrorKind,
+    Message, Push, PushDecision, PushTarget, Reject,
 };
 
 /// The version of this crate, which is the plugin ABI version a plugin is built against.

@@ -317,21 +317,41 @@ impl Host {
         self.inner.log(level, RStr::from_str(text));
     }
 
-    /// Writes every message to this connection's socket on its own, for
-    /// clients that decode one frame per read (`true`), or batches them (the default).
+    /// How messages to this connection are written to its socket (see [`FramePacing`]).
     ///
     /// # Errors
     /// `UNKNOWN_CONNECTION`, `SHUT_DOWN`, or `INVALID_ARGUMENT` from a server that lacks it.
-    pub fn set_one_frame_per_write(&self, conn: ConnId, enabled: bool) -> Result<(), HostError> {
+    pub fn set_frame_pacing(&self, conn: ConnId, pacing: FramePacing) -> Result<(), HostError> {
+        let (one_per_write, pause) = match pacing {
+            FramePacing::Batched => (0, Duration::ZERO),
+            FramePacing::OnePerWrite { pause } => (1, pause),
+        };
+        let micros = u64::try_from(pause.as_micros()).unwrap_or(u64::MAX);
         self.inner
-            .configure(
-                conn,
-                abi::ConnOption::ONE_FRAME_PER_WRITE,
-                u64::from(enabled),
-            )
+            .configure(conn, abi::ConnOption::FRAME_PAUSE_MICROS, micros)
+            .and_then(|()| {
+                self.inner
+                    .configure(conn, abi::ConnOption::ONE_FRAME_PER_WRITE, one_per_write)
+            })
             .into_result()
             .map_err(HostError::from_abi)
     }
+}
+
+/// How the server writes messages to one connection's socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FramePacing {
+    /// Several queued messages per write (the default, the fastest).
+    #[default]
+    Batched,
+    /// Each message in a write of its own, for clients that decode one frame per
+    /// read. When the client has sent nothing since the previous frame (the 101
+    /// response counts), the server waits `pause` first, so that such a client
+    /// gets each frame in a read of its own.
+    OnePerWrite {
+        /// The pause (a few milliseconds suffice on a local network).
+        pause: Duration,
+    },
 }
 
 /// What the server knows of one open connection.

@@ -151,6 +151,11 @@ where
     );
     ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut heard_since_ping = true;
+    // For paced (one frame per write) connections: when we last wrote (the 101
+    // response has just gone out) and whether the client has sent anything since,
+    // which tells that it read what we wrote.
+    let mut last_write = Instant::now();
+    let mut heard_since_write = false;
     // Set once our close frame is sent: until then, wait for the client's.
     let mut closing: Option<(Instant, Ending)> = None;
 
@@ -193,14 +198,26 @@ where
             event = outbox.next(), if closing.is_none() => match event {
                 OutboxEvent::Close(request) => Step::Close(request),
                 OutboxEvent::Message(message) => {
-                    let batch = if connection.one_frame_per_write.load(Ordering::Relaxed) { 1 } else { WRITE_BATCH };
-                    within(settings.write_timeout, write_batch(&mut ws, &mut outbox, message, batch))
+                    let paced = connection.one_frame_per_write.load(Ordering::Relaxed);
+                    if paced && !heard_since_write {
+                        let pause = Duration::from_micros(connection.frame_pause_micros.load(Ordering::Relaxed));
+                        let wait = pause.saturating_sub(last_write.elapsed());
+                        if !wait.is_zero() {
+                            tokio::time::sleep(wait).await;
+                        }
+                    }
+                    let batch = if paced { 1 } else { WRITE_BATCH };
+                    let step = within(settings.write_timeout, write_batch(&mut ws, &mut outbox, message, batch))
                         .await
-                        .unwrap_or_else(write_timed_out)
+                        .unwrap_or_else(write_timed_out);
+                    last_write = Instant::now();
+                    heard_since_write = false;
+                    step
                 }
             },
             incoming = ws.next() => {
                 heard_since_ping = true;
+                heard_since_write = true;
                 match incoming {
                     Some(Ok(message)) => {
                         let frame = on_frame(&app, id, &outbox, &mut ws, message, closing.is_some());
@@ -216,6 +233,8 @@ where
                 if heard_since_ping {
                     heard_since_ping = false;
                     let payload = bytes::Bytes::copy_from_slice(app.settings().ping_payload.as_bytes());
+                    last_write = Instant::now();
+                    heard_since_write = false;
                     match within(settings.write_timeout, ws.send(Message::Ping(payload))).await {
                         Some(Ok(())) => Step::Continue,
                         Some(Err(_)) => Step::End(Ending::new(1006, "connection lost")),

@@ -184,6 +184,7 @@ where
             peer,
             path: request.uri().path().into(),
             one_frame_per_write: std::sync::atomic::AtomicBool::new(false),
+            frame_pause_micros: std::sync::atomic::AtomicU64::new(0),
             query: request.uri().query().unwrap_or("").to_owned(),
             headers,
             subprotocol: accepted.subprotocol,

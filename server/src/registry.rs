@@ -10,7 +10,7 @@
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::SystemTime;
 
@@ -32,6 +32,9 @@ pub struct Connection {
     pub path: Arc<str>,
     /// Write every message on its own (`ConnOption::ONE_FRAME_PER_WRITE`).
     pub one_frame_per_write: AtomicBool,
+    /// Pause before a frame the client may not have read the previous one of
+    /// (`ConnOption::FRAME_PAUSE_MICROS`).
+    pub frame_pause_micros: AtomicU64,
     /// The raw query string of the handshake.
     pub query: String,
     /// The handshake headers the app keeps (`info_headers`).
@@ -330,6 +333,7 @@ mod tests {
             peer: "127.0.0.1:1".parse().unwrap(),
             path: "/test".into(),
             one_frame_per_write: AtomicBool::new(false),
+            frame_pause_micros: AtomicU64::new(0),
             query: String::new(),
             headers: Vec::new(),
             subprotocol: None,

@@ -24,6 +24,8 @@ mod apps;
 mod template;
 // The push API and the backend examples (curl, Python, PHP).
 mod push;
+// phpWebSocketServer compatibility: the hub app with browser-like and PHP-like clients.
+mod hub;
 
 mod kit;
 mod util;

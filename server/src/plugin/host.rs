@@ -233,6 +233,18 @@ impl Host for AppHost {
                         .store(value != 0, std::sync::atomic::Ordering::Relaxed)
                 })
                 .map_err(HostError::from),
+            ConnOption::FRAME_PAUSE_MICROS if value > 1_000_000 => Err(error(
+                HostErrorKind::INVALID_ARGUMENT,
+                "a frame pause of more than a second".to_owned(),
+            )),
+            ConnOption::FRAME_PAUSE_MICROS => self
+                .registry
+                .get(conn)
+                .map(|c| {
+                    c.frame_pause_micros
+                        .store(value, std::sync::atomic::Ordering::Relaxed)
+                })
+                .map_err(HostError::from),
             other => Err(error(
                 HostErrorKind::INVALID_ARGUMENT,
                 format!("unknown connection option {}", other.0),

@@ -1,0 +1,376 @@
+//! `hub`: speaks the JSON protocol of phpWebSocketServer, so that its browser
+//! library (`socketWebClient.js`) and its PHP backend client
+//! (`websocketPhp.php`) work against Switchboard unchanged. The protocol, and
+//! what this app does better, are in `docs/migrating-from-phpwebsocketserver.md`.
+//!
+//! Two kinds of clients: browsers, and backends (PHP scripts) that send the
+//! handshake header `Client-Type: php` (and optionally `Ident: <name>`) and
+//! must come from an allowed address. Every data message is answered with
+//! `{"opcode":"next","fyi":""}`; clients wait for it before sending again.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use sha2::Sha256;
+use switchboard_plugin_api::{
+    export_app, Accept, App, ConnId, Context, Error, FramePacing, Handshake, Host, LogLevel,
+    Message, Reject,
+};
+
+/// The group every browser client is in: broadcasts go to it.
+const BROWSERS: &str = "browsers";
+/// The acknowledgement sent after every data message.
+const NEXT: &str = r#"{"opcode":"next","fyi":""}"#;
+
+/// The `[app.config]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct HubConfig {
+    /// Key of the HMAC that signs client uuids (random at each start when unset,
+    /// which invalidates the uuids of a previous run).
+    secret: Option<String>,
+    /// Addresses backend (`Client-Type: php`) clients may connect from.
+    backend_ips: Vec<String>,
+    /// Pause before a frame to a backend client that has sent nothing since the
+    /// previous one, in milliseconds: the PHP client reads the 101 response with
+    /// one `fread`, and then one frame per `fread`, dropping whatever else each
+    /// read returned, so `ready` must not arrive with the 101, nor an echo with
+    /// its `next`.
+    php_frame_pause_ms: u64,
+    /// Most chunks between `bufferON` and `bufferOFF`.
+    max_chunks: usize,
+    /// Most bytes between `bufferON` and `bufferOFF`.
+    max_buffer_bytes: usize,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig {
+            secret: None,
+            backend_ips: vec!["127.0.0.0/8".to_owned(), "::1".to_owned()],
+            php_frame_pause_ms: 5,
+            max_chunks: 100,
+            max_buffer_bytes: 16 << 20,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Browser,
+    Backend,
+}
+
+/// What the hub keeps about one client.
+#[derive(Debug)]
+struct Client {
+    kind: Kind,
+    /// The `Ident` header.
+    ident: String,
+    /// A uuid the client chose itself (`{"opcode":"uuid"}`, older browser libraries).
+    registered_uuid: Option<String>,
+    /// Chunks between `bufferON` and `bufferOFF`.
+    buffer: Option<Vec<String>>,
+}
+
+struct Hub {
+    host: Host,
+    config: HubConfig,
+    backend_nets: Vec<ipnet::IpNet>,
+    secret: Vec<u8>,
+    clients: Mutex<HashMap<ConnId, Client>>,
+}
+
+fn parse_net(text: &str) -> Option<ipnet::IpNet> {
+    text.parse::<ipnet::IpNet>()
+        .ok()
+        .or_else(|| text.parse::<IpAddr>().ok().map(ipnet::IpNet::from))
+}
+
+impl Hub {
+    fn clients(&self) -> std::sync::MutexGuard<'_, HashMap<ConnId, Client>> {
+        self.clients.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn signature(&self, uuid: &str) -> String {
+        let mut mac =
+            Hmac::<Sha256>::new_from_slice(&self.secret).expect("HMAC takes any key length");
+        mac.update(uuid.as_bytes());
+        hex::encode(mac.finalize().into_bytes())
+    }
+
+    /// The uuid a client is given: its connection id and an HMAC of it.
+    fn signed_uuid(&self, conn: ConnId) -> String {
+        let uuid = conn.to_string();
+        let signature = self.signature(&uuid);
+        format!("{uuid}.{signature}")
+    }
+
+    /// The connection a signed uuid names, if the signature is right.
+    fn verify(&self, signed: &str) -> Option<ConnId> {
+        let (uuid, signature) = signed.split_once('.')?;
+        let expected = self.signature(uuid);
+        let same = expected.len() == signature.len()
+            && expected
+                .bytes()
+                .zip(signature.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0;
+        if same {
+            uuid.parse().ok()
+        } else {
+            None
+        }
+    }
+
+    fn next(&self, conn: ConnId) -> Result<(), Error> {
+        self.host.send(conn, NEXT)?;
+        Ok(())
+    }
+
+    /// Where a feedback packet goes: the browser with that uuid, or the client
+    /// with that ident.
+    fn feedback_target(&self, packet: &Value) -> Result<Option<ConnId>, String> {
+        let uuid = packet.get("uuid").and_then(Value::as_str).unwrap_or("");
+        let ident = packet.get("ident").and_then(Value::as_str).unwrap_or("");
+        let clients = self.clients();
+        if !uuid.is_empty() {
+            if uuid.contains('.') {
+                let conn = self.verify(uuid).ok_or_else(|| {
+                    format!("feedback to a uuid whose signature does not verify: {uuid}")
+                })?;
+                return Ok(clients
+                    .get(&conn)
+                    .filter(|c| c.kind == Kind::Browser)
+                    .map(|_| conn));
+            }
+            // An unsigned uuid the client registered itself (older browser library).
+            return Ok(clients
+                .iter()
+                .find(|(_, c)| {
+                    c.kind == Kind::Browser && c.registered_uuid.as_deref() == Some(uuid)
+                })
+                .map(|(id, _)| *id));
+        }
+        if !ident.is_empty() {
+            return Ok(clients
+                .iter()
+                .find(|(_, c)| c.ident == ident)
+                .map(|(id, _)| *id));
+        }
+        Err("feedback without uuid or ident".to_owned())
+    }
+
+    /// Handles one complete packet (after any chunking).
+    fn packet(&self, conn: ConnId, text: &str) -> Result<(), Error> {
+        let Ok(packet) = serde_json::from_str::<Value>(text) else {
+            self.host
+                .log(LogLevel::INFO, "invalid JSON from a client; closing it");
+            self.host.close(conn, 1003, "invalid JSON")?;
+            return Ok(());
+        };
+        match packet.get("opcode").and_then(Value::as_str).unwrap_or("") {
+            "quit" => {
+                self.host.close(conn, 1000, "quit")?;
+            }
+            "uuid" => {
+                let uuid = packet
+                    .get("message")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned);
+                if let Some(client) = self.clients().get_mut(&conn) {
+                    client.registered_uuid = uuid;
+                }
+                self.next(conn)?;
+            }
+            "broadcast" => {
+                // The raw text, unchanged, to every browser but the sender.
+                self.host.publish_except(BROWSERS, Some(conn), text)?;
+                self.next(conn)?;
+            }
+            "feedback" => {
+                match self.feedback_target(&packet) {
+                    Ok(Some(target)) => {
+                        if let Err(error) = self.host.send(target, packet.to_string().as_str()) {
+                            self.host
+                                .log(LogLevel::DEBUG, &format!("feedback not delivered: {error}"));
+                        }
+                    }
+                    Ok(None) => self.host.log(
+                        LogLevel::DEBUG,
+                        "feedback for a client that is not connected",
+                    ),
+                    Err(reason) => self.host.log(LogLevel::WARN, &reason),
+                }
+                self.next(conn)?;
+            }
+            "echo" => {
+                // `next` first: a PHP client reads exactly one frame as the acknowledgement.
+                self.next(conn)?;
+                self.host.send(conn, text)?;
+            }
+            _ => self.next(conn)?,
+        }
+        Ok(())
+    }
+}
+
+impl App for Hub {
+    fn new(context: Context) -> Result<Self, Error> {
+        let config: HubConfig = context.config()?;
+        let mut backend_nets = Vec::new();
+        for text in &config.backend_ips {
+            backend_nets.push(
+                parse_net(text).ok_or_else(|| {
+                    format!("backend_ips: {text:?} is not an IP address or network")
+                })?,
+            );
+        }
+        if config.php_frame_pause_ms > 1000 {
+            return Err("php_frame_pause_ms above 1000 would make PHP clients give up".into());
+        }
+        let secret = match &config.secret {
+            Some(secret) if secret.len() < 16 => {
+                return Err("secret must have at least 16 characters".into())
+            }
+            Some(secret) => secret.as_bytes().to_vec(),
+            None => [
+                uuid::Uuid::new_v4().into_bytes(),
+                uuid::Uuid::new_v4().into_bytes(),
+            ]
+            .concat(),
+        };
+        Ok(Hub {
+            host: context.host,
+            config,
+            backend_nets,
+            secret,
+            clients: Mutex::default(),
+        })
+    }
+
+    fn on_handshake(&self, request: &Handshake<'_>) -> Result<Accept, Reject> {
+        let backend = request
+            .header("client-type")
+            .is_some_and(|t| t.eq_ignore_ascii_case("php"));
+        if backend {
+            let ip = request
+                .peer()
+                .parse::<std::net::SocketAddr>()
+                .map(|a| a.ip())
+                .ok();
+            if !ip.is_some_and(|ip| self.backend_nets.iter().any(|net| net.contains(&ip))) {
+                return Err(Reject::new(
+                    403,
+                    "backend clients (Client-Type: php) must connect from an allowed address",
+                ));
+            }
+        }
+        // The client's kind and ident travel to on_open as the connection's data
+        // (state made here would leak if the upgrade never completed).
+        let ident = request
+            .header("ident")
+            .unwrap_or("")
+            .trim_matches(['\'', '"']);
+        Ok(Accept::new().data(format!("{}:{ident}", if backend { "php" } else { "web" })))
+    }
+
+    fn on_open(&self, conn: ConnId) -> Result<(), Error> {
+        let data = self.host.info(conn)?.data;
+        let (kind, ident) = match data.split_once(':') {
+            Some(("php", ident)) => (Kind::Backend, ident.to_owned()),
+            Some((_, ident)) => (Kind::Browser, ident.to_owned()),
+            None => (Kind::Browser, String::new()),
+        };
+        self.clients().insert(
+            conn,
+            Client {
+                kind,
+                ident,
+                registered_uuid: None,
+                buffer: None,
+            },
+        );
+        let ready = json!({ "opcode": "ready", "uuid": self.signed_uuid(conn) }).to_string();
+        match kind {
+            Kind::Backend => {
+                // Backend clients decode one frame per read: one frame per write,
+                // paced (this also keeps `ready` out of the read of the 101).
+                let pause = Duration::from_millis(self.config.php_frame_pause_ms);
+                self.host
+                    .set_frame_pacing(conn, FramePacing::OnePerWrite { pause })?;
+                self.host.send(conn, ready.as_str())?;
+                Ok(())
+            }
+            Kind::Browser => {
+                self.host.join(conn, BROWSERS)?;
+                self.host.send(conn, ready.as_str())?;
+                Ok(())
+            }
+        }
+    }
+
+    fn on_message(&self, conn: ConnId, message: Message<'_>) -> Result<(), Error> {
+        let Message::Text(text) = message else {
+            return self.next(conn);
+        };
+        // Chunked messages: bufferON, chunks, bufferOFF; each acknowledged.
+        let complete = {
+            let mut clients = self.clients();
+            let Some(client) = clients.get_mut(&conn) else {
+                return Ok(());
+            };
+            match (text, client.buffer.as_mut()) {
+                ("bufferON", _) => {
+                    client.buffer = Some(Vec::new());
+                    None
+                }
+                ("bufferOFF", Some(_)) => client.buffer.take().map(|chunks| chunks.concat()),
+                (_, Some(chunks)) => {
+                    let size: usize = chunks.iter().map(String::len).sum::<usize>() + text.len();
+                    if chunks.len() >= self.config.max_chunks || size > self.config.max_buffer_bytes
+                    {
+                        drop(clients);
+                        self.host
+                            .close(conn, 1009, "too many or too large chunks")?;
+                        return Ok(());
+                    }
+                    chunks.push(text.to_owned());
+                    None
+                }
+                (_, None) => Some(text.to_owned()),
+            }
+        };
+        match complete {
+            Some(packet) => self.packet(conn, &packet),
+            None => self.next(conn),
+        }
+    }
+
+    fn on_close(&self, conn: ConnId, _code: u16, _reason: &str) {
+        self.clients().remove(&conn);
+    }
+}
+
+export_app!(Hub);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nets_parse_single_addresses_and_ranges() {
+        assert!(parse_net("127.0.0.1")
+            .unwrap()
+            .contains(&"127.0.0.1".parse::<IpAddr>().unwrap()));
+        assert!(parse_net("10.0.0.0/8")
+            .unwrap()
+            .contains(&"10.2.3.4".parse::<IpAddr>().unwrap()));
+        assert!(parse_net("nope").is_none());
+    }
+}

@@ -34,6 +34,8 @@ struct HubConfig {
     /// Key of the HMAC that signs client uuids (random at each start when unset,
     /// which invalidates the uuids of a previous run).
     secret: Option<String>,
+    /// The name of an environment variable holding the secret (instead of `secret`).
+    secret_env: Option<String>,
     /// Addresses backend (`Client-Type: php`) clients may connect from.
     backend_ips: Vec<String>,
     /// Pause before a frame to a backend client that has sent nothing since the
@@ -52,6 +54,7 @@ impl Default for HubConfig {
     fn default() -> Self {
         HubConfig {
             secret: None,
+            secret_env: None,
             backend_ips: vec!["127.0.0.0/8".to_owned(), "::1".to_owned()],
             php_frame_pause_ms: 5,
             max_chunks: 100,
@@ -234,11 +237,19 @@ impl App for Hub {
         if config.php_frame_pause_ms > 1000 {
             return Err("php_frame_pause_ms above 1000 would make PHP clients give up".into());
         }
-        let secret = match &config.secret {
+        let configured = match (&config.secret, &config.secret_env) {
+            (Some(_), Some(_)) => return Err("set secret or secret_env, not both".into()),
+            (Some(secret), None) => Some(secret.clone()),
+            (None, Some(name)) => Some(std::env::var(name).map_err(|_| {
+                format!("secret_env names the environment variable {name}, which is not set")
+            })?),
+            (None, None) => None,
+        };
+        let secret = match configured {
             Some(secret) if secret.len() < 16 => {
-                return Err("secret must have at least 16 characters".into())
+                return Err("the secret must have at least 16 characters".into())
             }
-            Some(secret) => secret.as_bytes().to_vec(),
+            Some(secret) => secret.into_bytes(),
             None => [
                 uuid::Uuid::new_v4().into_bytes(),
                 uuid::Uuid::new_v4().into_bytes(),

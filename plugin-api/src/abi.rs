@@ -423,6 +423,25 @@ pub trait Host: Send + Sync + Clone {
             .into(),
         })
     }
+
+    /// Facts about the running server (empty fields from a server that lacks them).
+    ///
+    /// Added in 0.1.1.
+    fn server_info(&self) -> ServerInfo {
+        ServerInfo::default()
+    }
+}
+
+/// Facts about the running server, for apps that need to reach it or name it.
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug, Default)]
+pub struct ServerInfo {
+    /// The address the server listens on (`127.0.0.1:8080`); empty before it listens.
+    pub listen: RString,
+    /// The push API's path (`/_/push`).
+    pub push_path: RString,
+    /// The server's version.
+    pub version: RString,
 }
 
 /// A per-connection transport option: an open newtype so options can be added.

@@ -40,7 +40,7 @@ pub mod sdk;
 pub use abi::{ConnId, LogLevel};
 pub use sdk::{
     Accept, App, ConnInfo, Context, Error, FramePacing, Handshake, Host, HostError, HostErrorKind,
-    Message, Push, PushDecision, PushTarget, Reject,
+    Message, Push, PushDecision, PushTarget, Reject, ServerInfo,
 };
 
 /// The version of this crate, which is the plugin ABI version a plugin is built against.

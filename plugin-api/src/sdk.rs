@@ -317,6 +317,16 @@ impl Host {
         self.inner.log(level, RStr::from_str(text));
     }
 
+    /// Facts about the running server: where it listens, the push API's path, its version.
+    pub fn server_info(&self) -> ServerInfo {
+        let info = self.inner.server_info();
+        ServerInfo {
+            listen: info.listen.as_str().parse().ok(),
+            push_path: info.push_path.into_string(),
+            version: info.version.into_string(),
+        }
+    }
+
     /// How messages to this connection are written to its socket (see [`FramePacing`]).
     ///
     /// # Errors
@@ -335,6 +345,33 @@ impl Host {
             })
             .into_result()
             .map_err(HostError::from_abi)
+    }
+}
+
+/// Facts about the running server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerInfo {
+    /// The address the server listens on (`None` before it listens).
+    pub listen: Option<std::net::SocketAddr>,
+    /// The push API's path (`/_/push`).
+    pub push_path: String,
+    /// The server's version.
+    pub version: String,
+}
+
+impl ServerInfo {
+    /// The push API's URL as seen from this machine (a wildcard listen address
+    /// becomes loopback).
+    pub fn local_push_url(&self) -> Option<String> {
+        let mut addr = self.listen?;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(if addr.is_ipv4() {
+                std::net::Ipv4Addr::LOCALHOST.into()
+            } else {
+                std::net::Ipv6Addr::LOCALHOST.into()
+            });
+        }
+        Some(format!("http://{addr}{}", self.push_path))
     }
 }
 

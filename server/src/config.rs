@@ -214,6 +214,7 @@ struct RawPush {
 struct RawServer {
     listen: Option<Spanned<SocketAddr>>,
     plugin_dir: Option<PathBuf>,
+    static_dir: Option<PathBuf>,
     max_message_size: Option<Spanned<ByteSize>>,
     max_frame_size: Option<Spanned<ByteSize>>,
     max_connections: Option<usize>,
@@ -291,6 +292,8 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Where `lib<name>.so` plugin files are found.
     pub plugin_dir: PathBuf,
+    /// Where the static pages are served from (none when unset).
+    pub static_dir: Option<PathBuf>,
     /// Largest message a client may send, in bytes (larger: close 1009).
     pub max_message_size: usize,
     /// Largest single frame a client may send, in bytes.
@@ -446,6 +449,7 @@ fn validate(raw: RawConfig, source: &SourceFile, problems: &mut Vec<ConfigProble
         plugin_dir: s
             .plugin_dir
             .map_or_else(executable_dir, |dir| base.join(dir)),
+        static_dir: s.static_dir.map(|dir| base.join(dir)),
         max_message_size,
         max_frame_size: max_frame_size.min(max_message_size),
         max_connections: s.max_connections.unwrap_or(10_000),

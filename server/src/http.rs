@@ -1,6 +1,8 @@
 //! HTTP/1.1 on one accepted connection (hyper), and routing by path: a mounted
 //! app's path is a WebSocket endpoint, the push path (`/_/push`) is the push
-//! API, `/_/health` reports the server's state, anything else is 404.
+//! API, `/_/health` reports the server's state, files under `static_dir` are
+//! pages (also on an app's path, for requests that are not upgrades), anything
+//! else is 404.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -119,8 +121,23 @@ where
             return response;
         }
     };
-    let path = request.uri().path();
-    if let Some(app) = server.app(path) {
+    let path = request.uri().path().to_owned();
+    let wants_websocket = request
+        .headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.to_ascii_lowercase().contains("websocket"));
+    // A plain GET on a path that is both an app's and a page's gets the page.
+    if !wants_websocket {
+        if let Some(root) = &server.config().server.static_dir {
+            if !path.starts_with(crate::config::RESERVED_PREFIX) {
+                if let Some(page) = crate::static_files::serve(root, &request).await {
+                    return page;
+                }
+            }
+        }
+    }
+    if let Some(app) = server.app(&path) {
         let app = app.clone();
         return match upgrade_to_websocket::<S>(&mut request, peer, server, app, slot) {
             Ok(response) => response,
@@ -137,7 +154,7 @@ where
     if path == server.config().push.path {
         return crate::push::handle(request, peer, server).await;
     }
-    match path {
+    match path.as_str() {
         "/_/health" => json_response(StatusCode::OK, &server.health()),
         _ => text_response(StatusCode::NOT_FOUND, "not found\n"),
     }

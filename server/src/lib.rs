@@ -17,6 +17,7 @@
 //! - [`outbox`]: one connection's bounded outbound queue and close request.
 //! - [`registry`]: one app's connections and groups.
 //! - [`push`]: the push API, for backends to reach connections, groups, apps.
+//! - [`static_files`]: the pages under `static_dir`.
 //! - [`plugin`]: loading plugin files, the `Host` given to apps, calling apps.
 
 pub mod config;
@@ -30,4 +31,5 @@ pub mod plugin;
 pub mod push;
 pub mod registry;
 pub mod server;
+pub mod static_files;
 pub mod upgrade;

@@ -78,6 +78,7 @@ fn serve(config_path: &Path) -> anyhow::Result<ExitCode> {
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
         let addr = listener.local_addr().context("reading the bound address")?;
+        server.set_listening(addr);
         for app in server.apps() {
             tracing::info!(
                 "ws://{addr}{} -> plugin {}",

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use switchboard_plugin_api::ConnId;
@@ -15,6 +15,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::Config;
 use crate::connection::ConnectionSettings;
 use crate::limits::ConnectionLimits;
+use crate::plugin::host::ServerFacts;
 use crate::plugin::{MountedApp, Plugin};
 
 /// Why the server refused to start: every problem found, each naming its file.
@@ -30,6 +31,7 @@ pub struct Server {
     config: Config,
     apps: HashMap<String, Arc<MountedApp>>,
     plugins: Vec<Arc<Plugin>>,
+    facts: Arc<ServerFacts>,
     connection_settings: Arc<ConnectionSettings>,
     limits: Arc<ConnectionLimits>,
     shutdown: CancellationToken,
@@ -58,6 +60,10 @@ impl Server {
         let mut loaded: HashMap<PathBuf, Option<Arc<Plugin>>> = HashMap::new();
         let mut plugins = Vec::new();
         let mut apps = HashMap::new();
+        let facts = Arc::new(ServerFacts {
+            listen: OnceLock::new(),
+            push_path: config.push.path.clone(),
+        });
         for app in &config.apps {
             let where_ = format!("{source}:{}: app {}", app.line, app.path);
             let plugin =
@@ -77,7 +83,7 @@ impl Server {
             let Some(plugin) = plugin.clone() else {
                 continue;
             };
-            match MountedApp::new(app, plugin, config.server.max_message_size) {
+            match MountedApp::new(app, plugin, config.server.max_message_size, facts.clone()) {
                 Ok(mounted) => {
                     tracing::info!(app = %app.path, plugin = %mounted.plugin().manifest().name, "app mounted");
                     let mounted = Arc::new(mounted);
@@ -106,10 +112,16 @@ impl Server {
             config,
             apps,
             plugins,
+            facts,
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
             started: Instant::now(),
         })
+    }
+
+    /// Records the address the server listens on (for `Host::server_info`).
+    pub fn set_listening(&self, addr: std::net::SocketAddr) {
+        let _ = self.facts.listen.set(addr);
     }
 
     /// The configuration it runs.

@@ -26,6 +26,8 @@ mod template;
 mod push;
 // phpWebSocketServer compatibility: the hub app with browser-like and PHP-like clients.
 mod hub;
+// Static pages from static_dir.
+mod pages;
 
 mod kit;
 mod util;

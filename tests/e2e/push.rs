@@ -423,3 +423,47 @@ async fn the_python_backend_pushes_progress_and_stops_on_cancel_and_close() {
 async fn the_php_backend_pushes_progress_and_stops_on_cancel_and_close() {
     backends_push_progress_and_stop_on_cancel_and_on_close("php").await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_demo_job_pushes_through_the_push_api_and_stops_when_cancelled() {
+    let server = TestServer::start(TestConfig::new().apps(
+        "[[app]]\npath = \"/progress\"\nplugin = \"progress\"\n[app.config]\ndemo_jobs = true\ndemo_steps = 4\ndemo_step_ms = 20\n",
+    ))
+    .await;
+    let (mut ws, _) = progress_client(&server).await;
+    send_text(&mut ws, r#"{"type":"start_demo","job":"d1"}"#).await;
+    for expected in [0, 25, 50, 75, 100] {
+        assert_eq!(
+            next_progress(&mut ws, "d1").await["progress"].as_u64(),
+            Some(expected)
+        );
+    }
+
+    send_text(&mut ws, r#"{"type":"start_demo","job":"d2"}"#).await;
+    next_progress(&mut ws, "d2").await;
+    send_text(&mut ws, r#"{"type":"cancel","job":"d2"}"#).await;
+    // The job learns of the cancel at its next push (409) and stops: no 100% arrives.
+    let rest = tokio::time::timeout(Duration::from_millis(500), next_progress(&mut ws, "d2")).await;
+    if let Ok(update) = rest {
+        assert!(
+            update["progress"].as_u64().unwrap() < 100,
+            "a cancelled job must not finish: {update}"
+        );
+    }
+    let quiet =
+        tokio::time::timeout(Duration::from_millis(400), next_progress(&mut ws, "d2")).await;
+    assert!(quiet.is_err(), "the cancelled job stopped pushing");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn demo_jobs_are_off_unless_configured() {
+    let server = TestServer::start(config("")).await;
+    let (mut ws, _) = progress_client(&server).await;
+    send_text(&mut ws, r#"{"type":"start_demo","job":"d1"}"#).await;
+    let answer: Value = serde_json::from_str(&next_text(&mut ws).await).unwrap();
+    assert_eq!(answer["type"], "error");
+    assert!(
+        answer["message"].as_str().unwrap().contains("demo_jobs"),
+        "{answer}"
+    );
+}

@@ -14,7 +14,7 @@ use abi_stable::std_types::{RArc, ROption, RResult, RStr, RString, RVec};
 use bytes::Bytes;
 use switchboard_plugin_api::abi::{
     ConnInfo, ConnOption, Header, Host, HostBox, HostError, HostErrorKind, Host_TO, LogLevel,
-    MessageRef,
+    MessageRef, ServerInfo,
 };
 use switchboard_plugin_api::ConnId;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
@@ -25,22 +25,38 @@ use crate::registry::{Registry, RegistryError};
 /// Longest close reason a close frame can carry (125 bytes minus the code).
 pub const MAX_CLOSE_REASON: usize = 123;
 
+/// What every app may learn about the server (`Host::server_info`).
+#[derive(Debug, Default)]
+pub struct ServerFacts {
+    /// The bound address, set once the server listens.
+    pub listen: std::sync::OnceLock<std::net::SocketAddr>,
+    /// The push API's path.
+    pub push_path: String,
+}
+
 /// The host handle of one app instance.
 #[derive(Clone)]
 pub struct AppHost {
     registry: Arc<Registry>,
     app: Arc<str>,
     max_outgoing_size: usize,
+    facts: Arc<ServerFacts>,
 }
 
 impl AppHost {
     /// A host over an app's registry; `max_outgoing_size` (the server's
     /// `max_message_size`) bounds one message the app may send.
-    pub fn new(registry: Arc<Registry>, app: Arc<str>, max_outgoing_size: usize) -> Self {
+    pub fn new(
+        registry: Arc<Registry>,
+        app: Arc<str>,
+        max_outgoing_size: usize,
+        facts: Arc<ServerFacts>,
+    ) -> Self {
         AppHost {
             registry,
             app,
             max_outgoing_size,
+            facts,
         }
     }
 
@@ -250,6 +266,20 @@ impl Host for AppHost {
                 format!("unknown connection option {}", other.0),
             )),
         })
+    }
+
+    fn server_info(&self) -> ServerInfo {
+        ServerInfo {
+            listen: self
+                .facts
+                .listen
+                .get()
+                .map(|a| a.to_string())
+                .unwrap_or_default()
+                .into(),
+            push_path: self.facts.push_path.as_str().into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+        }
     }
 
     fn log(&self, level: LogLevel, text: RStr<'_>) {

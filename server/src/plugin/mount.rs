@@ -16,7 +16,7 @@ use switchboard_plugin_api::abi::{
 use switchboard_plugin_api::ConnId;
 
 use crate::config::AppConfig;
-use crate::plugin::host::AppHost;
+use crate::plugin::host::{AppHost, ServerFacts};
 use crate::plugin::loader::Plugin;
 use crate::registry::Registry;
 
@@ -74,10 +74,11 @@ impl MountedApp {
         config: &AppConfig,
         plugin: Arc<Plugin>,
         max_outgoing_size: usize,
+        facts: Arc<ServerFacts>,
     ) -> Result<MountedApp, String> {
         let path: Arc<str> = config.path.as_str().into();
         let registry = Arc::new(Registry::default());
-        let host = AppHost::new(registry.clone(), path.clone(), max_outgoing_size);
+        let host = AppHost::new(registry.clone(), path.clone(), max_outgoing_size, facts);
         let app = plugin.new_app(host.into_abi(), &config.config_json)?;
         Ok(MountedApp {
             path,

@@ -47,6 +47,20 @@ impl<'a> Message<'a> {
         }
     }
 
+    /// Parses a text message as JSON (a command of a JSON protocol); the error
+    /// says why not, in words fit for an error reply to the client.
+    ///
+    /// # Errors
+    /// A binary message, or text that is not valid JSON for `T`.
+    pub fn parse_json<T: DeserializeOwned>(&self) -> Result<T, String> {
+        match self {
+            Message::Text(text) => {
+                serde_json::from_str(text).map_err(|e| format!("invalid command: {e}"))
+            }
+            Message::Binary(_) => Err("binary messages are not part of this protocol".to_owned()),
+        }
+    }
+
     /// The payload length in bytes.
     pub fn len(&self) -> usize {
         self.as_bytes().len()

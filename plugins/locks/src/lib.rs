@@ -323,12 +323,9 @@ impl App for Locks {
     }
 
     fn on_message(&self, conn: ConnId, message: Message<'_>) -> Result<(), Error> {
-        let Message::Text(text) = message else {
-            return self.error(conn, "binary messages are not part of the locks protocol");
-        };
-        match serde_json::from_str::<Command>(text) {
+        match message.parse_json::<Command>() {
             Ok(command) => self.handle(conn, command),
-            Err(e) => self.error(conn, format!("invalid command: {e}")),
+            Err(why) => self.error(conn, why),
         }
     }
 

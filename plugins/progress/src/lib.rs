@@ -222,8 +222,8 @@ impl App for Progress {
     }
 
     fn on_message(&self, conn: ConnId, message: Message<'_>) -> Result<(), Error> {
-        let reply = match message.as_text().map(serde_json::from_str::<Command>) {
-            Some(Ok(Command::Cancel { job })) if !job.is_empty() && job.len() <= MAX_JOB_ID => {
+        let reply = match message.parse_json::<Command>() {
+            Ok(Command::Cancel { job }) if !job.is_empty() && job.len() <= MAX_JOB_ID => {
                 self.cancelled
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
@@ -232,16 +232,13 @@ impl App for Progress {
                     .insert(job.clone());
                 json!({ "type": "cancelled", "job": job })
             }
-            Some(Ok(Command::StartDemo { job })) if !job.is_empty() && job.len() <= MAX_JOB_ID => {
+            Ok(Command::StartDemo { job }) if !job.is_empty() && job.len() <= MAX_JOB_ID => {
                 self.start_demo(conn, job)
             }
-            Some(Ok(Command::Cancel { .. } | Command::StartDemo { .. })) => {
+            Ok(Command::Cancel { .. } | Command::StartDemo { .. }) => {
                 json!({ "type": "error", "message": format!("a job id has 1 to {MAX_JOB_ID} bytes") })
             }
-            Some(Err(e)) => json!({ "type": "error", "message": format!("invalid command: {e}") }),
-            None => {
-                json!({ "type": "error", "message": "binary messages are not part of the progress protocol" })
-            }
+            Err(why) => json!({ "type": "error", "message": why }),
         };
         self.host.send_json(conn, &reply)?;
         Ok(())

@@ -194,7 +194,19 @@ struct RawConfig {
     #[serde(default)]
     push: RawPush,
     #[serde(default)]
+    health: RawEndpoint,
+    #[serde(default)]
+    metrics: RawEndpoint,
+    #[serde(default)]
     app: Vec<RawApp>,
+}
+
+/// A status endpoint: where, and who may ask.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawEndpoint {
+    path: Option<Spanned<String>>,
+    allowed_ips: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -254,6 +266,10 @@ pub struct Config {
     pub server: ServerConfig,
     /// The push API.
     pub push: PushConfig,
+    /// `/_/health`.
+    pub health: EndpointConfig,
+    /// `/_/metrics`.
+    pub metrics: EndpointConfig,
     /// The apps to mount, in file order.
     pub apps: Vec<AppConfig>,
 }
@@ -273,6 +289,15 @@ pub struct PushConfig {
     pub max_body: usize,
     /// Most pushes in one batch request.
     pub max_batch: usize,
+}
+
+/// Where a status endpoint is served and who may ask.
+#[derive(Debug, Clone)]
+pub struct EndpointConfig {
+    /// Its path.
+    pub path: String,
+    /// Addresses allowed to ask (the rest get 403).
+    pub allowed_ips: Vec<ipnet::IpNet>,
 }
 
 /// The default push path.
@@ -549,12 +574,87 @@ fn validate(raw: RawConfig, source: &SourceFile, problems: &mut Vec<ConfigProble
     }
 
     let push = validate_push(raw.push, source, &apps, problems);
+    let health = validate_endpoint(
+        raw.health,
+        "health",
+        "/_/health",
+        &["0.0.0.0/0", "::/0"],
+        source,
+        problems,
+    );
+    let metrics = validate_endpoint(
+        raw.metrics,
+        "metrics",
+        "/_/metrics",
+        &["127.0.0.0/8", "::1"],
+        source,
+        problems,
+    );
+    let taken: Vec<&str> = apps
+        .iter()
+        .flat_map(|a| a.paths.iter().map(String::as_str))
+        .collect();
+    for (name, path) in [
+        ("push", &push.path),
+        ("health", &health.path),
+        ("metrics", &metrics.path),
+    ] {
+        if name != "push" && taken.contains(&path.as_str()) {
+            problems.push(source.problem(
+                None,
+                format!("{name}.path {path:?} is also the path of an app"),
+            ));
+        }
+    }
+    if push.path == health.path || push.path == metrics.path || health.path == metrics.path {
+        problems.push(source.problem(None, "push.path, health.path and metrics.path must differ"));
+    }
     Config {
         source: source.path.clone(),
         server,
         push,
+        health,
+        metrics,
         apps,
     }
+}
+
+fn validate_endpoint(
+    raw: RawEndpoint,
+    name: &str,
+    default_path: &str,
+    default_ips: &[&str],
+    source: &SourceFile,
+    problems: &mut Vec<ConfigProblem>,
+) -> EndpointConfig {
+    let path = match raw.path {
+        Some(path) if !path.get_ref().starts_with('/') => {
+            problems.push(source.problem(
+                Some(path.span()),
+                format!("{name}.path {:?} must start with '/'", path.get_ref()),
+            ));
+            default_path.to_owned()
+        }
+        Some(path) => path.into_inner(),
+        None => default_path.to_owned(),
+    };
+    let allowed_ips = match raw.allowed_ips {
+        Some(list) => list
+            .into_iter()
+            .filter_map(|item| {
+                let net = parse_ip_net(item.get_ref());
+                if net.is_none() {
+                    problems.push(source.problem(
+                        Some(item.span()),
+                        format!("{:?} is not an IP address or network (expected \"127.0.0.1\", \"::1\" or \"10.0.0.0/8\")", item.get_ref()),
+                    ));
+                }
+                net
+            })
+            .collect(),
+        None => default_ips.iter().filter_map(|n| parse_ip_net(n)).collect(),
+    };
+    EndpointConfig { path, allowed_ips }
 }
 
 fn validate_push(

@@ -31,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::inbound;
 use crate::limits::ConnectionSlot;
+use crate::metrics::AppMetrics;
 use crate::outbox::{CloseRequest, OutboxEvent, OutboxReceiver};
 use crate::plugin::MountedApp;
 use crate::registry::Connection;
@@ -133,6 +134,8 @@ where
     } = open;
     let id = connection.id;
     app.registry().insert(connection.clone());
+    app.metrics().accepted.inc();
+    app.metrics().open.inc();
     tracing::debug!("connection open");
 
     let mut step = match outbox.in_callback(|| app.on_open(id)) {
@@ -207,7 +210,7 @@ where
                         }
                     }
                     let batch = if paced { 1 } else { WRITE_BATCH };
-                    let step = within(settings.write_timeout, write_batch(&mut ws, &mut outbox, message, batch))
+                    let step = within(settings.write_timeout, write_batch(&mut ws, &mut outbox, message, batch, app.metrics()))
                         .await
                         .unwrap_or_else(write_timed_out);
                     last_write = Instant::now();
@@ -258,6 +261,7 @@ where
     };
 
     app.registry().remove(id);
+    app.metrics().open.dec();
     outbox.close();
     tracing::debug!(code = ending.code, reason = %ending.reason, "connection closed");
     app.on_close(id, ending.code, &ending.reason);
@@ -315,6 +319,7 @@ async fn write_batch<S>(
     outbox: &mut OutboxReceiver,
     first: Message,
     limit: usize,
+    metrics: &AppMetrics,
 ) -> Step
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -322,6 +327,8 @@ where
     let mut next = Some(first);
     let mut written = 0;
     while let Some(message) = next {
+        metrics.messages_out.inc();
+        metrics.bytes_out.inc_by(message.len() as u64);
         if let Err(error) = ws.feed(message).await {
             tracing::debug!(%error, "write failed");
             return Step::End(Ending::new(1006, "connection lost"));
@@ -368,6 +375,10 @@ async fn on_frame<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    if message.is_text() || message.is_binary() {
+        app.metrics().messages_in.inc();
+        app.metrics().bytes_in.inc_by(message.len() as u64);
+    }
     let delivered = match &message {
         // After our close frame, data is discarded (RFC 6455 §1.4).
         Message::Text(_) | Message::Binary(_) if closing => Ok(()),

@@ -139,9 +139,14 @@ where
     }
     if let Some(app) = server.app(&path) {
         let app = app.clone();
+        let started = std::time::Instant::now();
         return match upgrade_to_websocket::<S>(&mut request, peer, server, app, slot) {
-            Ok(response) => response,
+            Ok(response) => {
+                server.metrics().handshake(started.elapsed());
+                response
+            }
             Err(rejection) => {
+                server.metrics().rejected(rejection.reason());
                 tracing::debug!(
                     reason = rejection.reason(),
                     status = rejection.status().as_u16(),
@@ -155,8 +160,42 @@ where
         return crate::push::handle(request, peer, server).await;
     }
     match path.as_str() {
-        "/_/health" => json_response(StatusCode::OK, &server.health()),
+        _ if path == server.config().health.path => guarded(&server.config().health, peer, || {
+            json_response(StatusCode::OK, &server.health())
+        }),
+        _ if path == server.config().metrics.path => {
+            guarded(&server.config().metrics, peer, || {
+                let mut response = text_response(StatusCode::OK, server.metrics().render());
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static(
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    ),
+                );
+                response
+            })
+        }
         _ => text_response(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+/// Answers a status endpoint for the addresses its config allows, 403 for others.
+fn guarded(
+    endpoint: &crate::config::EndpointConfig,
+    peer: SocketAddr,
+    answer: impl FnOnce() -> Response<Full<Bytes>>,
+) -> Response<Full<Bytes>> {
+    if endpoint
+        .allowed_ips
+        .iter()
+        .any(|net| net.contains(&peer.ip()))
+    {
+        answer()
+    } else {
+        text_response(
+            StatusCode::FORBIDDEN,
+            format!("{} is not allowed from {}\n", endpoint.path, peer.ip()),
+        )
     }
 }
 
@@ -192,7 +231,11 @@ where
         })
         .collect();
     let config = &server.config().server;
-    let (outbox, receiver) = outbox(config.outbound_queue, config.outbound_queue_bytes);
+    let (outbox, receiver) = outbox(
+        config.outbound_queue,
+        config.outbound_queue_bytes,
+        app.metrics().queue_drops.clone(),
+    );
     let open = OpenConnection {
         app,
         connection: Arc::new(Connection {

@@ -14,6 +14,7 @@
 //! - [`upgrade`]: RFC 6455 handshake checks, the app's verdict, the 101.
 //! - [`connection`]: one WebSocket: reads, writes, pings, close handshake.
 //! - [`inbound`]: replies that reuse the received buffer instead of copying it.
+//! - [`metrics`]: Prometheus metrics, counted with atomic handles.
 //! - [`outbox`]: one connection's bounded outbound queue and close request.
 //! - [`registry`]: one app's connections and groups.
 //! - [`push`]: the push API, for backends to reach connections, groups, apps.
@@ -26,6 +27,7 @@ pub mod http;
 pub mod inbound;
 pub mod limits;
 pub mod listener;
+pub mod metrics;
 pub mod outbox;
 pub mod plugin;
 pub mod push;

@@ -38,6 +38,16 @@ pub struct ConnectionSlot {
     ip: IpAddr,
 }
 
+impl LimitExceeded {
+    /// A short label for logs and metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            LimitExceeded::Total => "limit_total",
+            LimitExceeded::PerIp => "limit_per_ip",
+        }
+    }
+}
+
 impl ConnectionLimits {
     /// Limits of `max_total` connections and `max_per_ip` per address (0 = no per-address limit).
     pub fn new(max_total: usize, max_per_ip: usize) -> Arc<Self> {

@@ -32,6 +32,7 @@ pub async fn accept_loop(listener: TcpListener, server: Arc<Server>) {
         let _ = stream.set_nodelay(true);
         let slot = server.limits().acquire(peer.ip());
         if let Err(limit) = &slot {
+            server.metrics().rejected(limit.label());
             tracing::warn!(%peer, %limit, "connection refused");
         }
         let span = tracing::info_span!("conn", %peer, path = field::Empty, id = field::Empty);

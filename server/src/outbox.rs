@@ -93,7 +93,11 @@ pub struct Outbox {
     shared: Arc<Shared>,
     max_messages: usize,
     max_bytes: usize,
+    drops: DropCounter,
 }
+
+/// Counts messages refused because the queue was full (a metrics handle).
+pub type DropCounter = prometheus_client::metrics::counter::Counter;
 
 /// The receiving half, owned by the connection task.
 #[derive(Debug)]
@@ -103,13 +107,18 @@ pub struct OutboxReceiver {
 
 /// A new outbox holding at most `max_messages` messages and `max_bytes` bytes
 /// (a single message larger than `max_bytes` is still accepted into an empty queue).
-pub fn outbox(max_messages: usize, max_bytes: usize) -> (Outbox, OutboxReceiver) {
+pub fn outbox(
+    max_messages: usize,
+    max_bytes: usize,
+    drops: DropCounter,
+) -> (Outbox, OutboxReceiver) {
     let shared = Arc::new(Shared::default());
     (
         Outbox {
             shared: shared.clone(),
             max_messages,
             max_bytes,
+            drops,
         },
         OutboxReceiver { shared },
     )
@@ -138,6 +147,7 @@ impl Outbox {
         let full = queue.messages.len() >= self.max_messages
             || (queue.bytes > 0 && queue.bytes + len > self.max_bytes);
         if full {
+            self.drops.inc();
             request(&mut queue, slow_consumer());
             drop(queue);
             self.shared.waker.wake();
@@ -250,7 +260,7 @@ mod tests {
 
     #[tokio::test]
     async fn overflow_in_messages_refuses_and_requests_a_close_before_the_queue() {
-        let (tx, mut rx) = outbox(2, 1 << 20);
+        let (tx, mut rx) = outbox(2, 1 << 20, DropCounter::default());
         tx.push(Message::text("a")).unwrap();
         tx.push(Message::text("b")).unwrap();
         assert_eq!(tx.push(Message::text("c")), Err(QueueError::Full));
@@ -261,7 +271,7 @@ mod tests {
 
     #[tokio::test]
     async fn overflow_in_bytes_refuses_but_one_large_message_fits_an_empty_queue() {
-        let (tx, mut rx) = outbox(100, 10);
+        let (tx, mut rx) = outbox(100, 10, DropCounter::default());
         tx.push(Message::binary(vec![0; 50])).unwrap();
         assert_eq!(tx.push(Message::binary(vec![0; 1])), Err(QueueError::Full));
         assert!(matches!(rx.next().await, OutboxEvent::Close(_)));
@@ -271,7 +281,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_first_close_request_wins_once() {
-        let (tx, mut rx) = outbox(4, 100);
+        let (tx, mut rx) = outbox(4, 100, DropCounter::default());
         tx.request_close(CloseRequest {
             code: 1000,
             reason: "bye".into(),
@@ -290,7 +300,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_push_from_another_task_wakes_the_receiver() {
-        let (tx, mut rx) = outbox(4, 100);
+        let (tx, mut rx) = outbox(4, 100, DropCounter::default());
         let receiver = tokio::spawn(async move { rx.next().await });
         tokio::task::yield_now().await;
         tx.push(Message::text("late")).unwrap();
@@ -302,7 +312,7 @@ mod tests {
 
     #[tokio::test]
     async fn sending_to_a_gone_task_is_closed() {
-        let (tx, mut rx) = outbox(4, 100);
+        let (tx, mut rx) = outbox(4, 100, DropCounter::default());
         rx.close();
         assert_eq!(tx.push(Message::text("x")), Err(QueueError::Closed));
         assert!(tx.is_closed());

@@ -146,8 +146,18 @@ fn same_token(given: &[u8], expected: &[u8]) -> bool {
             == 0
 }
 
-/// Answers one push API request.
+/// Answers one push API request (and counts it by status).
 pub async fn handle(
+    request: Request<Incoming>,
+    peer: SocketAddr,
+    server: &Arc<Server>,
+) -> Response<Full<Bytes>> {
+    let response = answer(request, peer, server).await;
+    server.metrics().push_answered(response.status().as_u16());
+    response
+}
+
+async fn answer(
     request: Request<Incoming>,
     peer: SocketAddr,
     server: &Arc<Server>,

@@ -326,7 +326,7 @@ mod tests {
 
     fn open(registry: &Registry, n: u8) -> (ConnId, OutboxReceiver) {
         let id = ConnId::from_bytes([n; 16]);
-        let (tx, rx) = outbox(8, 1 << 20);
+        let (tx, rx) = outbox(8, 1 << 20, Default::default());
         registry.insert(Arc::new(Connection {
             id,
             outbox: tx,

@@ -15,6 +15,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::Config;
 use crate::connection::ConnectionSettings;
 use crate::limits::ConnectionLimits;
+use crate::metrics::Metrics;
 use crate::plugin::host::ServerFacts;
 use crate::plugin::{MountedApp, Plugin};
 
@@ -32,6 +33,7 @@ pub struct Server {
     apps: HashMap<String, Arc<MountedApp>>,
     plugins: Vec<Arc<Plugin>>,
     facts: Arc<ServerFacts>,
+    metrics: Arc<Metrics>,
     connection_settings: Arc<ConnectionSettings>,
     limits: Arc<ConnectionLimits>,
     shutdown: CancellationToken,
@@ -64,6 +66,7 @@ impl Server {
             listen: OnceLock::new(),
             push_path: config.push.path.clone(),
         });
+        let metrics = Arc::new(Metrics::new());
         for app in &config.apps {
             let where_ = format!("{source}:{}: app {}", app.line, app.path);
             let plugin =
@@ -83,7 +86,13 @@ impl Server {
             let Some(plugin) = plugin.clone() else {
                 continue;
             };
-            match MountedApp::new(app, plugin, config.server.max_message_size, facts.clone()) {
+            match MountedApp::new(
+                app,
+                plugin,
+                config.server.max_message_size,
+                facts.clone(),
+                metrics.clone(),
+            ) {
                 Ok(mounted) => {
                     tracing::info!(app = %app.path, plugin = %mounted.plugin().manifest().name, "app mounted");
                     let mounted = Arc::new(mounted);
@@ -113,6 +122,7 @@ impl Server {
             apps,
             plugins,
             facts,
+            metrics,
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
             started: Instant::now(),
@@ -122,6 +132,11 @@ impl Server {
     /// Records the address the server listens on (for `Host::server_info`).
     pub fn set_listening(&self, addr: std::net::SocketAddr) {
         let _ = self.facts.listen.set(addr);
+    }
+
+    /// The server's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// The configuration it runs.

@@ -28,6 +28,8 @@ mod push;
 mod hub;
 // Static pages from static_dir.
 mod pages;
+// /_/metrics (parsed as Prometheus text) and /_/health.
+mod metrics;
 
 mod kit;
 mod util;

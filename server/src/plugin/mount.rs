@@ -16,6 +16,7 @@ use switchboard_plugin_api::abi::{
 use switchboard_plugin_api::ConnId;
 
 use crate::config::AppConfig;
+use crate::metrics::{AppMetrics, Metrics};
 use crate::plugin::host::{AppHost, ServerFacts};
 use crate::plugin::loader::Plugin;
 use crate::registry::Registry;
@@ -53,6 +54,8 @@ pub struct MountedApp {
     plugin: Arc<Plugin>,
     app: AppBox,
     registry: Arc<Registry>,
+    metrics: Arc<Metrics>,
+    app_metrics: AppMetrics,
     settings: MountSettings,
 }
 
@@ -75,12 +78,16 @@ impl MountedApp {
         plugin: Arc<Plugin>,
         max_outgoing_size: usize,
         facts: Arc<ServerFacts>,
+        metrics: Arc<Metrics>,
     ) -> Result<MountedApp, String> {
         let path: Arc<str> = config.path.as_str().into();
         let registry = Arc::new(Registry::default());
         let host = AppHost::new(registry.clone(), path.clone(), max_outgoing_size, facts);
         let app = plugin.new_app(host.into_abi(), &config.config_json)?;
+        let app_metrics = metrics.for_app(&config.path);
         Ok(MountedApp {
+            metrics,
+            app_metrics,
             path,
             plugin,
             app,
@@ -106,6 +113,11 @@ impl MountedApp {
     }
 
     /// Its open connections and groups.
+    pub fn metrics(&self) -> &AppMetrics {
+        &self.app_metrics
+    }
+
+    /// Its open connections and groups.
     pub fn registry(&self) -> &Arc<Registry> {
         &self.registry
     }
@@ -125,6 +137,7 @@ impl MountedApp {
             let failure = CallbackFailure { callback, panicked: e.panicked, message: e.message.into_string() };
             let app = &*self.path;
             let conn = conn.map(|c| c.to_string());
+            self.metrics.callback_failed(app, callback, failure.panicked);
             if failure.panicked {
                 tracing::error!(app = %app, conn, callback, panic = %failure.message, "plugin callback panicked");
             } else {

@@ -30,6 +30,8 @@ mod hub;
 mod pages;
 // /_/metrics (parsed as Prometheus text) and /_/health.
 mod metrics;
+// The demo pages and the JavaScript client in headless Chromium (tests/browser).
+mod browser;
 
 mod kit;
 mod util;

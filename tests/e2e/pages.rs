@@ -28,7 +28,17 @@ async fn pages_are_served_with_their_content_type() {
     assert!(index.contains("<title>Switchboard</title>"));
     let page = server.get("/progress.html").await;
     assert_eq!(status(&page), "HTTP/1.1 200 OK");
-    assert!(page.contains("new WebSocket"), "the page connects");
+    assert!(
+        page.contains("connect('/progress')"),
+        "the page connects to its app"
+    );
+    let library = server.get("/switchboard.js").await;
+    assert!(
+        library
+            .to_lowercase()
+            .contains("content-type: text/javascript"),
+        "{library}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

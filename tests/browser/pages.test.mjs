@@ -1,0 +1,164 @@
+// Every demo page against the real server, in headless Chromium: two contexts
+// chatting, a lock dimmed in the other context and freed when the first one
+// closes, a progress bar reaching 100% from backend pushes, and the client
+// library reconnecting after a server restart.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { join } from 'node:path';
+import { startServer, launch, shoot, root } from './support.mjs';
+
+let server;
+let browser;
+
+before(async () => {
+  server = await startServer();
+  browser = await launch();
+});
+
+after(async () => {
+  await browser?.close();
+  await server?.stop();
+});
+
+async function open(path) {
+  const context = await browser.newContext({ viewport: { width: 1000, height: 760 } });
+  const page = await context.newPage();
+  page.on('pageerror', (error) => assert.fail(`page error on ${path}: ${error.message}`));
+  await page.goto(server.url + path);
+  return { context, page };
+}
+
+test('the index lists the running apps with version and uptime', async () => {
+  const { context, page } = await open('/');
+  const rows = page.locator('#apps tr');
+  await rows.nth(4).waitFor();
+  const paths = await page.locator('#apps tr td:first-child').allTextContents();
+  assert.deepEqual(paths, ['/chat', '/commands', '/echo', '/locks', '/progress']);
+  assert.match(await page.locator('#footer').textContent(), /Switchboard \d+\.\d+\.\d+ · up \d+ s · 5 plugins loaded/);
+  assert.equal(await page.locator('a[href="chat.html"]').count(), 1, 'each app with a page links to it');
+  await shoot(page, 'index');
+  await context.close();
+});
+
+test('echo: a message comes back into the log', async () => {
+  const { context, page } = await open('/echo.html');
+  await page.locator('#status.open').waitFor();
+  await page.fill('#input', 'hello from chromium');
+  await page.click('#send');
+  await page.locator('#log .in', { hasText: 'hello from chromium' }).waitFor();
+  await shoot(page, 'echo');
+  await page.click('#quit');
+  await page.locator('#status.closed').waitFor();
+  await context.close();
+});
+
+test('commands: the bot answers, and bye ends the connection', async () => {
+  const { context, page } = await open('/commands.html');
+  await page.locator('#status.open').waitFor();
+  await page.click('.chip:text-is("hello")');
+  await page.locator('#log .in', { hasText: 'hello human' }).waitFor();
+  await page.fill('#input', 'date');
+  await page.press('#input', 'Enter');
+  await page.locator('#log .in', { hasText: /today is \d{4}\.\d{2}\.\d{2}/ }).waitFor();
+  await shoot(page, 'commands');
+  await page.click('.chip:text-is("bye")');
+  await page.locator('#status.closed', { hasText: '1000' }).waitFor();
+  await context.close();
+});
+
+test('chat: two browser contexts talk in a room', async () => {
+  const alice = await open('/chat.html');
+  const bob = await open('/chat.html');
+  for (const [who, name] of [[alice, 'alice'], [bob, 'bob']]) {
+    await who.page.locator('#status.open').waitFor();
+    await who.page.fill('#nick', name);
+    await who.page.click('#join button');
+    await who.page.locator('#where', { hasText: `in #lobby as ${name}` }).waitFor();
+  }
+  await alice.page.locator('#members li', { hasText: 'bob' }).waitFor();
+  await alice.page.fill('#text', 'hi bob!');
+  await alice.page.press('#text', 'Enter');
+  await bob.page.locator('#log .in', { hasText: 'alice: hi bob!' }).waitFor();
+  await bob.page.fill('#text', 'hello alice');
+  await bob.page.press('#text', 'Enter');
+  await alice.page.locator('#log .in', { hasText: 'bob: hello alice' }).waitFor();
+  await shoot(alice.page, 'chat-alice');
+  await shoot(bob.page, 'chat-bob');
+  await bob.context.close();
+  await alice.page.locator('#log .sys', { hasText: 'bob disconnected' }).waitFor();
+  await alice.context.close();
+});
+
+test('locks: a record held in one context is dimmed in the other and freed when it closes', async () => {
+  const anna = await open('/locks.html');
+  await anna.page.locator('#status.open').waitFor();
+  await anna.page.fill('#user', 'Anna');
+  await anna.page.click('#who button');
+  await anna.page.locator('tr.mine').first().waitFor();
+  assert.equal(await anna.page.locator('tr.mine').count(), 10);
+
+  const ben = await open('/locks.html');
+  await ben.page.locator('#status.open').waitFor();
+  await ben.page.fill('#user', 'Ben');
+  await ben.page.selectOption('#page', '5');
+  await ben.page.click('#who button');
+  // Titles 6-10 are Anna's, 11-15 are free and become Ben's.
+  await ben.page.locator('tr.held', { hasText: 'Anna' }).nth(4).waitFor();
+  assert.equal(await ben.page.locator('tr.held').count(), 5);
+  assert.equal(await ben.page.locator('tr.mine').count(), 5);
+  assert.equal(await ben.page.locator('tr[data-id="isbn-06"] .who').textContent(), 'Anna');
+  await shoot(ben.page, 'locks-held');
+
+  await anna.context.close();
+  await ben.page.locator('tr.held').first().waitFor({ state: 'detached' });
+  assert.equal(await ben.page.locator('tr.mine').count(), 10, 'Ben inherits what Anna held');
+  await shoot(ben.page, 'locks-freed');
+  await ben.context.close();
+});
+
+test('progress: the bar reaches 100% from pushes, and from a backend script', async () => {
+  const { context, page } = await open('/progress.html');
+  await page.locator('#status.open').waitFor();
+  await page.click('#start');
+  await page.locator('#percent', { hasText: '100%' }).waitFor();
+  assert.match(await page.locator('#bar').getAttribute('class'), /done/);
+  await shoot(page, 'progress-done');
+
+  // A real backend script, given the id the page shows.
+  const id = (await page.locator('#conn-id').textContent()).trim();
+  const script = spawn('python3', [join(root, 'examples/backend/progress.py'), id, 'from-python'], {
+    env: { ...process.env, SWITCHBOARD_URL: server.url, STEPS: '4', STEP_DELAY: '0.05' },
+    stdio: 'inherit',
+  });
+  const [code] = await once(script, 'exit');
+  assert.equal(code, 0);
+  await page.locator('#job-text', { hasText: 'from-python: step 4 of 4' }).waitFor();
+  assert.equal(await page.locator('#percent').textContent(), '100%');
+
+  // Cancel a demo job midway: the bar stops short of 100%.
+  await page.click('#start');
+  await page.locator('#percent', { hasText: /^(20|40)%$/ }).waitFor();
+  await page.click('#cancel');
+  await page.locator('#job-text', { hasText: 'cancelled' }).waitFor();
+  await page.waitForTimeout(600);
+  assert.notEqual(await page.locator('#percent').textContent(), '100%');
+  await shoot(page, 'progress-cancelled');
+  await context.close();
+});
+
+test('the client library reconnects after the server restarts', async () => {
+  const { context, page } = await open('/echo.html');
+  await page.locator('#status.open').waitFor();
+  const port = server.port;
+  await server.stop();
+  await page.locator('#status.reconnecting').waitFor();
+  await shoot(page, 'reconnecting');
+  server = await startServer(port);
+  await page.locator('#status.open').waitFor({ timeout: 20000 });
+  await page.fill('#input', 'after the restart');
+  await page.click('#send');
+  await page.locator('#log .in', { hasText: 'after the restart' }).waitFor();
+  await context.close();
+});

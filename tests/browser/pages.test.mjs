@@ -155,8 +155,35 @@ test('the client library reconnects after the server restarts', async () => {
   await server.stop();
   await page.locator('#status.reconnecting').waitFor();
   await shoot(page, 'reconnecting');
+  // Sent while disconnected: queued, then delivered in order after the reconnect.
+  for (const text of ['queued 1', 'queued 2', 'queued 3']) {
+    await page.fill('#input', text);
+    await page.click('#send');
+  }
+  // A second client with a queue of two: the oldest message is dropped and reported.
+  const dropped = page.evaluate(async (url) => {
+    const { Switchboard } = await import('/switchboard.js');
+    const small = new Switchboard(url, { queueLimit: 2, minDelay: 100 });
+    const lost = [];
+    small.addEventListener('dropped', (e) => lost.push(e.detail.data));
+    const echoed = [];
+    small.addEventListener('message', (e) => echoed.push(e.detail.data));
+    for (const text of ['a', 'b', 'c']) small.send(text);
+    await new Promise((done) => {
+      const check = setInterval(() => { if (echoed.length === 2) { clearInterval(check); done(); } }, 50);
+    });
+    small.close();
+    return { lost, echoed };
+  }, server.url.replace('http', 'ws') + '/echo');
+
   server = await startServer(port);
   await page.locator('#status.open').waitFor({ timeout: 20000 });
+  for (const text of ['queued 1', 'queued 2', 'queued 3']) {
+    await page.locator('#log .in', { hasText: text }).waitFor();
+  }
+  const echoes = await page.locator('#log .in').allTextContents();
+  assert.deepEqual(echoes.slice(-3), ['queued 1', 'queued 2', 'queued 3'], 'queued messages arrive in order');
+  assert.deepEqual(await dropped, { lost: ['a'], echoed: ['b', 'c'] });
   await page.fill('#input', 'after the restart');
   await page.click('#send');
   await page.locator('#log .in', { hasText: 'after the restart' }).waitFor();

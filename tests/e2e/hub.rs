@@ -21,6 +21,10 @@ plugin = "hub"
 ping_payload = "{\"opcode\":\"PING\"}"
 [app.config]
 secret = "a-test-secret-of-enough-length"
+# The pause must outlast how late the client process gets to its read. These
+# tests share 2 cores with Chromium and the other tests, where a client task
+# can wait far longer than a PHP process on a server does.
+php_frame_pause_ms = 50
 "#;
 
 fn config() -> TestConfig {

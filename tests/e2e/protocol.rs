@@ -190,10 +190,10 @@ async fn a_client_that_never_answers_pings_is_dropped() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_client_that_answers_pings_stays_connected() {
-    let server = TestServer::start(TestConfig::new().server("ping_interval = \"100ms\"")).await;
+    let server = TestServer::start(TestConfig::new().server("ping_interval = \"250ms\"")).await;
     let mut ws = server.ws("/echo").await;
     // Reading lets the client library answer the server's pings.
-    let _ = tokio::time::timeout(Duration::from_millis(600), async {
+    let _ = tokio::time::timeout(Duration::from_millis(1200), async {
         while let Some(Ok(_)) = ws.next().await {}
     })
     .await;

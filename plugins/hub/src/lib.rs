@@ -56,7 +56,7 @@ impl Default for HubConfig {
             secret: None,
             secret_env: None,
             backend_ips: vec!["127.0.0.0/8".to_owned(), "::1".to_owned()],
-            php_frame_pause_ms: 5,
+            php_frame_pause_ms: 20,
             max_chunks: 100,
             max_buffer_bytes: 16 << 20,
         }

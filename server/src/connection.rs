@@ -154,11 +154,7 @@ where
     );
     ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut heard_since_ping = true;
-    // For paced (one frame per write) connections: when we last wrote (the 101
-    // response has just gone out) and whether the client has sent anything since,
-    // which tells that it read what we wrote.
-    let mut last_write = Instant::now();
-    let mut heard_since_write = false;
+    let mut pacing = Pacing::new();
     // Set once our close frame is sent: until then, wait for the client's.
     let mut closing: Option<(Instant, Ending)> = None;
 
@@ -201,26 +197,17 @@ where
             event = outbox.next(), if closing.is_none() => match event {
                 OutboxEvent::Close(request) => Step::Close(request),
                 OutboxEvent::Message(message) => {
-                    let paced = connection.one_frame_per_write.load(Ordering::Relaxed);
-                    if paced && !heard_since_write {
-                        let pause = Duration::from_micros(connection.frame_pause_micros.load(Ordering::Relaxed));
-                        let wait = pause.saturating_sub(last_write.elapsed());
-                        if !wait.is_zero() {
-                            tokio::time::sleep(wait).await;
-                        }
-                    }
-                    let batch = if paced { 1 } else { WRITE_BATCH };
+                    let batch = pacing.before_write(&connection).await;
                     let step = within(settings.write_timeout, write_batch(&mut ws, &mut outbox, message, batch, app.metrics()))
                         .await
                         .unwrap_or_else(write_timed_out);
-                    last_write = Instant::now();
-                    heard_since_write = false;
+                    pacing.wrote();
                     step
                 }
             },
             incoming = ws.next() => {
                 heard_since_ping = true;
-                heard_since_write = true;
+                pacing.heard();
                 match incoming {
                     Some(Ok(message)) => {
                         let frame = on_frame(&app, id, &outbox, &mut ws, message, closing.is_some());
@@ -236,8 +223,7 @@ where
                 if heard_since_ping {
                     heard_since_ping = false;
                     let payload = bytes::Bytes::copy_from_slice(app.settings().ping_payload.as_bytes());
-                    last_write = Instant::now();
-                    heard_since_write = false;
+                    pacing.wrote();
                     match within(settings.write_timeout, ws.send(Message::Ping(payload))).await {
                         Some(Ok(())) => Step::Continue,
                         Some(Err(_)) => Step::End(Ending::new(1006, "connection lost")),
@@ -250,11 +236,11 @@ where
             }
             _ = sleep_until(close_deadline.unwrap_or_else(Instant::now)), if close_deadline.is_some() => {
                 tracing::debug!("client did not answer the close frame in time");
-                Step::End(Ending::new(0, ""))
+                Step::End(Ending::new(1006, "close timeout"))
             }
         };
-        // Once closing, the client's close reply (or its absence) ends the loop,
-        // but `on_close` reports the code we sent.
+        // Once our close frame is out, whatever ends the loop (the client's reply,
+        // its absence, an error), `on_close` reports the code we sent.
         if let (Step::End(_), Some((_, ending))) = (&step, closing.as_ref()) {
             step = Step::End(Ending::new(ending.code, ending.reason.clone()));
         }
@@ -273,6 +259,52 @@ pub fn going_away() -> CloseRequest {
     CloseRequest {
         code: 1001,
         reason: "server shutting down".to_owned(),
+    }
+}
+
+/// Pacing of a connection in one-frame-per-write mode (`FramePacing::OnePerWrite`):
+/// a frame written while the client has sent nothing since our previous one
+/// (the 101 response counts) waits for the connection's pause first, so that a
+/// client reading one frame per read gets it in a read of its own. A client's
+/// message shows it read what we wrote, so request/answer traffic never waits.
+struct Pacing {
+    last_write: Instant,
+    heard_since_write: bool,
+}
+
+impl Pacing {
+    fn new() -> Self {
+        // The 101 response has just gone out.
+        Pacing {
+            last_write: Instant::now(),
+            heard_since_write: false,
+        }
+    }
+
+    /// Waits if this connection is paced and needs to; returns how many
+    /// queued messages the next write may take.
+    async fn before_write(&self, connection: &Connection) -> usize {
+        if !connection.one_frame_per_write.load(Ordering::Relaxed) {
+            return WRITE_BATCH;
+        }
+        if !self.heard_since_write {
+            let pause =
+                Duration::from_micros(connection.frame_pause_micros.load(Ordering::Relaxed));
+            let wait = pause.saturating_sub(self.last_write.elapsed());
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+        }
+        1
+    }
+
+    fn wrote(&mut self) {
+        self.last_write = Instant::now();
+        self.heard_since_write = false;
+    }
+
+    fn heard(&mut self) {
+        self.heard_since_write = true;
     }
 }
 

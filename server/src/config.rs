@@ -619,6 +619,34 @@ fn validate(raw: RawConfig, source: &SourceFile, problems: &mut Vec<ConfigProble
     }
 }
 
+/// An allow-list of addresses and networks from the config, or `default`;
+/// every entry that does not parse is a located problem.
+fn ip_nets(
+    list: Option<Vec<Spanned<String>>>,
+    default: &[&str],
+    source: &SourceFile,
+    problems: &mut Vec<ConfigProblem>,
+) -> Vec<ipnet::IpNet> {
+    let Some(list) = list else {
+        return default.iter().filter_map(|n| parse_ip_net(n)).collect();
+    };
+    list.into_iter()
+        .filter_map(|item| {
+            let net = parse_ip_net(item.get_ref());
+            if net.is_none() {
+                problems.push(source.problem(
+                    Some(item.span()),
+                    format!(
+                        "{:?} is not an IP address or network (expected \"127.0.0.1\", \"::1\" or \"10.0.0.0/8\")",
+                        item.get_ref()
+                    ),
+                ));
+            }
+            net
+        })
+        .collect()
+}
+
 fn validate_endpoint(
     raw: RawEndpoint,
     name: &str,
@@ -638,22 +666,7 @@ fn validate_endpoint(
         Some(path) => path.into_inner(),
         None => default_path.to_owned(),
     };
-    let allowed_ips = match raw.allowed_ips {
-        Some(list) => list
-            .into_iter()
-            .filter_map(|item| {
-                let net = parse_ip_net(item.get_ref());
-                if net.is_none() {
-                    problems.push(source.problem(
-                        Some(item.span()),
-                        format!("{:?} is not an IP address or network (expected \"127.0.0.1\", \"::1\" or \"10.0.0.0/8\")", item.get_ref()),
-                    ));
-                }
-                net
-            })
-            .collect(),
-        None => default_ips.iter().filter_map(|n| parse_ip_net(n)).collect(),
-    };
+    let allowed_ips = ip_nets(raw.allowed_ips, default_ips, source, problems);
     EndpointConfig { path, allowed_ips }
 }
 
@@ -713,29 +726,8 @@ fn validate_push(
         },
         (None, None) => None,
     };
-    let nets = |list: Option<Vec<Spanned<String>>>,
-                default: &[&str],
-                problems: &mut Vec<ConfigProblem>|
-     -> Vec<ipnet::IpNet> {
-        match list {
-            Some(list) => list
-                .into_iter()
-                .filter_map(|item| {
-                    let net = parse_ip_net(item.get_ref());
-                    if net.is_none() {
-                        problems.push(source.problem(
-                            Some(item.span()),
-                            format!("{:?} is not an IP address or network (expected \"127.0.0.1\", \"::1\" or \"10.0.0.0/8\")", item.get_ref()),
-                        ));
-                    }
-                    net
-                })
-                .collect(),
-            None => default.iter().filter_map(|n| parse_ip_net(n)).collect(),
-        }
-    };
-    let allowed_ips = nets(raw.allowed_ips, &["127.0.0.0/8", "::1"], problems);
-    let trusted_proxies = nets(raw.trusted_proxies, &[], problems);
+    let allowed_ips = ip_nets(raw.allowed_ips, &["127.0.0.0/8", "::1"], source, problems);
+    let trusted_proxies = ip_nets(raw.trusted_proxies, &[], source, problems);
     let max_body = match raw.max_body {
         Some(v) if v.get_ref().0 == 0 => {
             problems.push(source.problem(Some(v.span()), "push.max_body must be at least 1 byte"));

@@ -28,7 +28,7 @@ fn value_of(
         })
 }
 
-async fn scrape(server: &TestServer) -> prometheus_parse::Scrape {
+async fn scrape_metrics(server: &TestServer) -> prometheus_parse::Scrape {
     let response = server.get("/_/metrics").await;
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     assert!(
@@ -71,7 +71,7 @@ async fn metrics_count_connections_messages_rejections_panics_and_pushes() {
         .await;
     assert_eq!(status, 404);
 
-    let scrape = scrape(&server).await;
+    let scrape = scrape_metrics(&server).await;
     let echo = [("app", "/echo")];
     assert_eq!(
         value_of(&scrape, "switchboard_messages_in_total", &echo),
@@ -136,7 +136,7 @@ async fn metrics_count_connections_messages_rejections_panics_and_pushes() {
     let mut open = None;
     for _ in 0..50 {
         open = value_of(
-            &scrape_again(&server).await,
+            &scrape_metrics(&server).await,
             "switchboard_connections_open",
             &echo,
         );
@@ -146,10 +146,6 @@ async fn metrics_count_connections_messages_rejections_panics_and_pushes() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(open, Some(1.0), "a closed connection leaves the gauge");
-}
-
-async fn scrape_again(server: &TestServer) -> prometheus_parse::Scrape {
-    scrape(server).await
 }
 
 #[tokio::test(flavor = "multi_thread")]

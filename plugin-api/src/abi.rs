@@ -5,6 +5,13 @@
 //! when a plugin is loaded, and refuses a plugin built against an incompatible
 //! version of this crate. Evolution rules (see abi_stable's `library_evolution` docs):
 //!
+//! - every addition bumps this crate's version (0.1.1 → 0.1.2), so that a
+//!   version names exactly one ABI, and the appended item's doc names the
+//!   version that added it;
+//! - a server loads plugins built against its own plugin-api version or an
+//!   older one of the same series (0.1.0 to 0.1.2 for a 0.1.2 server); a
+//!   plugin built against a newer one is refused, because it may call host
+//!   methods the server does not have;
 //! - fields are only appended to [`PluginModule`] after its last prefix field;
 //! - methods are only appended to [`App`] and [`Host`] after their
 //!   `last_prefix_field` method, and always with a default body;
@@ -411,7 +418,7 @@ pub trait Host: Send + Sync + Clone {
 
     /// Sets a transport option of one connection (see [`ConnOption`]).
     ///
-    /// Added in 0.1.1; a server without it answers `INVALID_ARGUMENT`.
+    /// Added in 0.1.2; a server older than that answers `INVALID_ARGUMENT`.
     fn configure(&self, conn: ConnId, option: ConnOption, value: u64) -> RResult<(), HostError> {
         let _ = (conn, value);
         RResult::RErr(HostError {
@@ -426,7 +433,7 @@ pub trait Host: Send + Sync + Clone {
 
     /// Facts about the running server (empty fields from a server that lacks them).
     ///
-    /// Added in 0.1.1.
+    /// Added in 0.1.2; a server older than that answers with empty fields.
     fn server_info(&self) -> ServerInfo {
         ServerInfo::default()
     }

@@ -17,7 +17,9 @@ use crate::abi::{AppBox, HostBox, Manifest, PluginModule, PluginModuleRef};
 /// Exports an [`App`](crate::App) type as this plugin's app.
 ///
 /// The manifest takes the plugin crate's name, version and description from its
-/// `Cargo.toml`. The crate must be built with `crate-type = ["cdylib"]`.
+/// `Cargo.toml`. The crate must be built with `crate-type = ["cdylib"]`, and
+/// with panics that unwind (the default): with `panic = "abort"` one panic in
+/// a callback would end the server process, so the macro refuses to compile.
 ///
 /// ```ignore
 /// switchboard_plugin_api::export_app!(Echo);
@@ -25,6 +27,11 @@ use crate::abi::{AppBox, HostBox, Manifest, PluginModule, PluginModuleRef};
 #[macro_export]
 macro_rules! export_app {
     ($app:ty) => {
+        #[cfg(panic = "abort")]
+        compile_error!(
+            "a Switchboard plugin must be built with panic = \"unwind\" (the default): with panic = \"abort\" one panic in a callback ends the server and every connection of every app. Remove `panic = \"abort\"` from this crate's Cargo profile."
+        );
+
         #[doc(hidden)]
         #[unsafe(no_mangle)]
         pub static _1as_0lib_1header_0root_bmodule_bloader: $crate::__private::LibHeader = {

@@ -30,7 +30,8 @@
 //!   trait objects and every `StableAbi` type that crosses the boundary. abi_stable
 //!   checks its layout and this crate's version when the server loads a plugin.
 //! - [`sdk`]: plain Rust on top of the ABI: the [`App`] trait with default methods,
-//!   the [`Host`] handle, and the shims that keep panics from crossing the boundary.
+//!   the [`Host`] handle, [`Shared`] state, and the shims that keep panics from
+//!   crossing the boundary.
 //! - `export_app!`: the one macro a plugin calls to export its app.
 
 pub mod abi;
@@ -40,7 +41,7 @@ pub mod sdk;
 pub use abi::{ConnId, LogLevel};
 pub use sdk::{
     Accept, App, ConnInfo, Context, Error, FramePacing, Handshake, Host, HostError, HostErrorKind,
-    Message, Push, PushDecision, PushTarget, Reject, ServerInfo,
+    Message, Push, PushDecision, PushTarget, Reject, ServerInfo, Shared,
 };
 
 /// The version of this crate, which is the plugin ABI version a plugin is built against.

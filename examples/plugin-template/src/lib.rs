@@ -18,8 +18,8 @@ impl Default for Config {
     }
 }
 
-/// One instance serves every connection of its mount: keep shared state behind
-/// a `Mutex` or atomics.
+/// One instance serves every connection of its mount: keep shared state in a
+/// `switchboard_plugin_api::Shared` (a lock that a panic does not poison) or atomics.
 struct Template {
     host: Host,
     config: Config,

@@ -9,13 +9,12 @@
 //! work (never while calling the host).
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use switchboard_plugin_api::{
-    export_app, Accept, App, ConnId, Context, Error, Handshake, Host, Message, Reject,
+    export_app, Accept, App, ConnId, Context, Error, Handshake, Host, Message, Reject, Shared,
 };
 
 /// The `[app.config]` table.
@@ -80,7 +79,7 @@ struct State {
 struct Chat {
     host: Host,
     config: ChatConfig,
-    state: Mutex<State>,
+    state: Shared<State>,
 }
 
 fn now_ms() -> u64 {
@@ -100,7 +99,7 @@ fn valid_name(name: &str, max: usize) -> bool {
 
 impl Chat {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.state.lock()
     }
 
     fn error(&self, conn: ConnId, message: impl Into<String>) -> Result<(), Error> {
@@ -110,10 +109,8 @@ impl Chat {
     }
 
     fn system(&self, room: &str, text: String, except: Option<ConnId>) -> Result<(), Error> {
-        let message =
-            json!({ "type": "system", "room": room, "text": text, "at": now_ms() }).to_string();
-        self.host
-            .publish_except(&group(room), except, message.as_str())?;
+        let message = json!({ "type": "system", "room": room, "text": text, "at": now_ms() });
+        self.host.publish_json(&group(room), except, &message)?;
         Ok(())
     }
 
@@ -251,8 +248,7 @@ impl Chat {
                     line
                 };
                 let message = json!({ "type": "message", "room": room, "nick": line.nick, "text": line.text, "at": line.at });
-                self.host
-                    .publish(&group(&room), message.to_string().as_str())?;
+                self.host.publish_json(&group(&room), None, &message)?;
                 Ok(())
             }
             Command::Members { room } => {
@@ -283,7 +279,7 @@ impl App for Chat {
         Ok(Chat {
             host: context.host,
             config,
-            state: Mutex::default(),
+            state: Shared::default(),
         })
     }
 

@@ -10,7 +10,6 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
@@ -19,7 +18,7 @@ use serde_json::{json, Value};
 use sha2::Sha256;
 use switchboard_plugin_api::{
     export_app, Accept, App, ConnId, Context, Error, FramePacing, Handshake, Host, LogLevel,
-    Message, Reject,
+    Message, Reject, Shared,
 };
 
 /// The group every browser client is in: broadcasts go to it.
@@ -86,7 +85,7 @@ struct Hub {
     config: HubConfig,
     backend_nets: Vec<ipnet::IpNet>,
     secret: Vec<u8>,
-    clients: Mutex<HashMap<ConnId, Client>>,
+    clients: Shared<HashMap<ConnId, Client>>,
 }
 
 fn parse_net(text: &str) -> Option<ipnet::IpNet> {
@@ -97,7 +96,7 @@ fn parse_net(text: &str) -> Option<ipnet::IpNet> {
 
 impl Hub {
     fn clients(&self) -> std::sync::MutexGuard<'_, HashMap<ConnId, Client>> {
-        self.clients.lock().unwrap_or_else(|e| e.into_inner())
+        self.clients.lock()
     }
 
     fn signature(&self, uuid: &str) -> String {
@@ -261,7 +260,7 @@ impl App for Hub {
             config,
             backend_nets,
             secret,
-            clients: Mutex::default(),
+            clients: Shared::default(),
         })
     }
 

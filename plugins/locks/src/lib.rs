@@ -10,12 +10,11 @@
 //! disconnects, the id passes to the client that has been waiting longest.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use switchboard_plugin_api::{export_app, App, ConnId, Context, Error, Host, Message};
+use switchboard_plugin_api::{export_app, App, ConnId, Context, Error, Host, Message, Shared};
 
 /// The `[app.config]` table.
 #[derive(Debug, Deserialize)]
@@ -86,7 +85,7 @@ struct Outcome {
 struct Locks {
     host: Host,
     config: LocksConfig,
-    state: Mutex<State>,
+    state: Shared<State>,
 }
 
 fn now_ms() -> u64 {
@@ -171,7 +170,7 @@ impl State {
 
 impl Locks {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.state.lock()
     }
 
     fn error(&self, conn: ConnId, message: impl Into<String>) -> Result<(), Error> {
@@ -209,19 +208,15 @@ impl Locks {
                 (state.users.get(holder).cloned().unwrap_or_default(), since)
             };
             let message = json!({ "type": "locked", "ids": ids, "user": user, "conn": holder.to_string(), "since": since });
-            self.host
-                .broadcast_except(Some(*holder), message.to_string().as_str())?;
+            self.host.broadcast_json(Some(*holder), &message)?;
             // A client that waited for an id learns it is now its own.
             let _ = self
                 .host
                 .send_json(*holder, &json!({ "type": "acquired", "ids": ids }));
         }
         if !outcome.freed.is_empty() {
-            self.host.broadcast(
-                json!({ "type": "released", "ids": outcome.freed })
-                    .to_string()
-                    .as_str(),
-            )?;
+            self.host
+                .broadcast_json(None, &json!({ "type": "released", "ids": outcome.freed }))?;
         }
         Ok(())
     }
@@ -261,8 +256,7 @@ impl Locks {
                 if let Some(mine) = outcome.taken.remove(&conn) {
                     let user = self.lock().users.get(&conn).cloned().unwrap_or_default();
                     let message = json!({ "type": "locked", "ids": mine, "user": user, "conn": conn.to_string(), "since": now_ms() });
-                    self.host
-                        .broadcast_except(Some(conn), message.to_string().as_str())?;
+                    self.host.broadcast_json(Some(conn), &message)?;
                 }
                 self.announce(&outcome)
             }
@@ -303,7 +297,7 @@ impl App for Locks {
         Ok(Locks {
             host: context.host,
             config,
-            state: Mutex::default(),
+            state: Shared::default(),
         })
     }
 

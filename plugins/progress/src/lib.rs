@@ -14,14 +14,14 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::{json, Value};
 use switchboard_plugin_api::{
     export_app, App, ConnId, Context, Error, Host, LogLevel, Message, Push, PushDecision,
-    PushTarget,
+    PushTarget, Shared,
 };
 
 /// Longest job id, in bytes.
@@ -144,14 +144,13 @@ struct Progress {
     host: Host,
     demo: Option<Arc<DemoBackend>>,
     /// Jobs each connection has cancelled.
-    cancelled: Mutex<HashMap<ConnId, HashSet<String>>>,
+    cancelled: Shared<HashMap<ConnId, HashSet<String>>>,
 }
 
 impl Progress {
     fn is_cancelled(&self, conn: ConnId, job: &str) -> bool {
         self.cancelled
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
             .get(&conn)
             .is_some_and(|jobs| jobs.contains(job))
     }
@@ -211,7 +210,7 @@ impl App for Progress {
         Ok(Progress {
             host: context.host,
             demo,
-            cancelled: Mutex::default(),
+            cancelled: Shared::default(),
         })
     }
 
@@ -226,7 +225,6 @@ impl App for Progress {
             Ok(Command::Cancel { job }) if !job.is_empty() && job.len() <= MAX_JOB_ID => {
                 self.cancelled
                     .lock()
-                    .unwrap_or_else(|e| e.into_inner())
                     .entry(conn)
                     .or_default()
                     .insert(job.clone());
@@ -245,10 +243,7 @@ impl App for Progress {
     }
 
     fn on_close(&self, conn: ConnId, _code: u16, _reason: &str) {
-        self.cancelled
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&conn);
+        self.cancelled.lock().remove(&conn);
     }
 
     fn on_push(&self, push: &Push<'_>) -> Result<PushDecision, Error> {

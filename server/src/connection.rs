@@ -29,7 +29,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::inbound;
+use crate::callback_scope;
 use crate::limits::ConnectionSlot;
 use crate::metrics::AppMetrics;
 use crate::outbox::{CloseRequest, OutboxEvent, OutboxReceiver};
@@ -45,6 +45,11 @@ const WRITE_BATCH: usize = 64;
 pub struct ConnectionSettings {
     /// tungstenite's limits and buffers.
     pub websocket: WebSocketConfig,
+    /// The largest message, in bytes, in either direction: clients get 1009
+    /// beyond it, and apps and backends may not send more
+    /// (`Registry::deliver`). The one place the server's `max_message_size`
+    /// reaches its users from.
+    pub max_message_size: usize,
     /// How often to ping; a client silent for a whole interval after a ping is dropped.
     pub ping_interval: Duration,
     /// How long to wait for the client's answer to our close frame.
@@ -70,6 +75,7 @@ impl ConnectionSettings {
         websocket.accept_unmasked_frames = false;
         ConnectionSettings {
             websocket,
+            max_message_size: server.max_message_size,
             ping_interval: server.ping_interval,
             close_timeout: server.close_timeout,
             write_timeout: server.write_timeout,
@@ -138,7 +144,7 @@ where
     app.metrics().open.inc();
     tracing::debug!("connection open");
 
-    let mut step = match outbox.in_callback(|| app.on_open(id)) {
+    let mut step = match callback_scope::enter(outbox.scope_id(), None, || app.on_open(id)) {
         Ok(()) => Step::Continue,
         Err(_) => Step::Close(internal_error()),
     };
@@ -414,15 +420,13 @@ where
     let delivered = match &message {
         // After our close frame, data is discarded (RFC 6455 §1.4).
         Message::Text(_) | Message::Binary(_) if closing => Ok(()),
-        Message::Text(text) => outbox.in_callback(|| {
-            inbound::with_current(text.as_ref(), || {
+        Message::Text(text) => {
+            callback_scope::enter(outbox.scope_id(), Some(text.as_ref()), || {
                 app.on_message(id, MessageRef::Text(RStr::from_str(text.as_str())))
             })
-        }),
-        Message::Binary(bytes) => outbox.in_callback(|| {
-            inbound::with_current(bytes, || {
-                app.on_message(id, MessageRef::Binary(RSlice::from_slice(bytes)))
-            })
+        }
+        Message::Binary(bytes) => callback_scope::enter(outbox.scope_id(), Some(bytes), || {
+            app.on_message(id, MessageRef::Binary(RSlice::from_slice(bytes)))
         }),
         Message::Close(frame) => {
             // tungstenite queued the close reply; send it now.

@@ -6,25 +6,37 @@
 //!
 //! # Layout
 //!
-//! - [`config`]: the TOML file, checked, with file:line:column errors.
-//! - [`server`]: the running state (mounted apps, limits, shutdown) and `run`.
-//! - [`listener`]: the accept loop; one tracing span per connection.
-//! - [`limits`]: connection limits in total and per IP address.
+//! Modules are listed from the top down: each uses only modules listed after
+//! it, never one before (`tests/module_graph.rs` reads this list and holds the
+//! crate to it), so a request flows down the list and nothing calls back up.
+//!
+//! - [`listener`]: serving a bound listener: the accept loop, one tracing span
+//!   per connection, and the shutdown sequence.
 //! - [`http`]: hyper on each connection; routing by path.
-//! - [`upgrade`]: RFC 6455 handshake checks, the app's verdict, the 101.
-//! - [`connection`]: one WebSocket: reads, writes, pings, close handshake.
-//! - [`inbound`]: replies that reuse the received buffer instead of copying it.
-//! - [`metrics`]: Prometheus metrics, counted with atomic handles.
-//! - [`outbox`]: one connection's bounded outbound queue and close request.
-//! - [`registry`]: one app's connections and groups.
+//! - [`upgrade`]: RFC 6455 handshake checks, the app's verdict, the 101, and
+//!   the WebSocket session that follows (registry entry, stream, task).
 //! - [`push`]: the push API, for backends to reach connections, groups, apps.
 //! - [`static_files`]: the pages under `static_dir`.
+//! - [`server`]: the running server's state: mounted apps, shared settings,
+//!   limits, metrics, shutdown token and task tracker; `/_/health`.
+//! - [`connection`]: one WebSocket: reads, writes, pings, close handshake.
 //! - [`plugin`]: loading plugin files, the `Host` given to apps, calling apps.
+//! - [`registry`]: one app's connections and groups, and the one delivery path
+//!   (`Registry::deliver`) that `Host` calls and the push API share.
+//! - [`outbox`]: one connection's bounded outbound queue and close request.
+//! - [`callback_scope`]: which connection's callback runs on this thread and
+//!   which message it handles.
+//! - [`limits`]: connection limits in total and per IP address.
+//! - [`metrics`]: Prometheus metrics, counted with atomic handles.
+//! - [`config`]: the TOML file, checked, with file:line:column errors.
+//! - [`response`]: the server's own plain-text and JSON responses.
 
+#![forbid(unsafe_code)]
+
+pub mod callback_scope;
 pub mod config;
 pub mod connection;
 pub mod http;
-pub mod inbound;
 pub mod limits;
 pub mod listener;
 pub mod metrics;
@@ -32,6 +44,7 @@ pub mod outbox;
 pub mod plugin;
 pub mod push;
 pub mod registry;
+pub mod response;
 pub mod server;
 pub mod static_files;
 pub mod upgrade;

@@ -1,16 +1,46 @@
-//! The accept loop: takes TCP connections, applies the connection limits, gives
-//! each connection its tracing span and hands it to HTTP.
+//! Serving a bound listener: the accept loop (connection limits, one tracing
+//! span per connection, handing each connection to HTTP) and the shutdown
+//! sequence that ends it.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tracing::{field, Instrument};
 
+use crate::connection::going_away;
 use crate::server::Server;
 
+/// Serves on `listener` until `stop` resolves, then shuts down in three
+/// stages: stop accepting; ask every connection to close (1001) and wait up
+/// to `shutdown_grace`; call every app's `on_shutdown`.
+pub async fn serve(server: Arc<Server>, listener: TcpListener, stop: impl Future<Output = ()>) {
+    tokio::select! {
+        () = accept_loop(listener, server.clone()) => {}
+        () = stop => tracing::info!("shutting down"),
+    }
+    server.shutdown_token().cancel();
+    let going_away = going_away();
+    for app in server.apps() {
+        app.registry().close_all(&going_away);
+    }
+    let tracker = server.tracker();
+    tracker.close();
+    let grace = server.config().server.shutdown_grace;
+    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+        tracing::warn!(
+            remaining = tracker.len(),
+            "shutdown grace period over; dropping remaining connections"
+        );
+    }
+    for app in server.apps() {
+        app.shut_down();
+    }
+}
+
 /// Accepts connections until the server shuts down.
-pub async fn accept_loop(listener: TcpListener, server: Arc<Server>) {
+async fn accept_loop(listener: TcpListener, server: Arc<Server>) {
     let mut backoff = Duration::from_millis(5);
     loop {
         let (stream, peer) = tokio::select! {

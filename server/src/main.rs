@@ -1,6 +1,8 @@
 //! The `switchboard` command: parses the command line, sets up logging, and
 //! reports errors with their context. Everything else lives in the library.
 
+#![forbid(unsafe_code)]
+
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -80,16 +82,19 @@ fn serve(config_path: &Path) -> anyhow::Result<ExitCode> {
         let addr = listener.local_addr().context("reading the bound address")?;
         server.set_listening(addr);
         for app in server.apps() {
+            let manifest = app.plugin().manifest();
             tracing::info!(
-                "ws://{addr}{} -> plugin {}",
-                app.path(),
-                app.plugin().path().display()
+                paths = %app.settings().paths.join(", "),
+                plugin = %manifest.name,
+                version = %manifest.version,
+                file = %app.plugin().path().display(),
+                "app mounted"
             );
         }
         // The one line on stdout: scripts and tests read the bound port from it.
         println!("switchboard listening on http://{addr}");
         std::io::stdout().flush().ok();
-        server.run(listener, shutdown_signal()).await;
+        switchboard::listener::serve(server, listener, shutdown_signal()).await;
         Ok(ExitCode::SUCCESS)
     })
 }
@@ -122,7 +127,7 @@ fn check(config_path: &Path) -> anyhow::Result<ExitCode> {
         let manifest = app.plugin().manifest();
         println!(
             "{} -> {} {} ({})",
-            app.path(),
+            app.settings().paths.join(", "),
             manifest.name,
             manifest.version,
             app.plugin().path().display()

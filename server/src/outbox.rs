@@ -12,16 +12,18 @@
 //! across an `.await`) with one `AtomicWaker`, measured cheaper per message
 //! than a tokio channel (and it allocates nothing until a message is queued).
 //! A message queued from inside the connection's own callback, as a reply is,
-//! wakes nobody: the task looks at its queue as soon as the callback returns,
-//! and waking the running task would only poll it again for nothing.
+//! wakes nobody (see [`crate::callback_scope`]): the task looks at its queue as
+//! soon as the callback returns, and waking the running task would only poll it
+//! again for nothing.
 
-use std::cell::Cell;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Poll;
 
 use futures_util::task::AtomicWaker;
 use tokio_tungstenite::tungstenite::Message;
+
+use crate::callback_scope::{self, ScopeId};
 
 /// Close code sent to a client whose outbound queue overflowed.
 pub const SLOW_CONSUMER_CODE: u16 = 1008;
@@ -77,14 +79,9 @@ impl Shared {
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn id(self: &Arc<Self>) -> usize {
-        Arc::as_ptr(self) as usize
+    fn scope_id(self: &Arc<Self>) -> ScopeId {
+        Arc::as_ptr(self) as ScopeId
     }
-}
-
-thread_local! {
-    /// The outbox whose connection's callback is running on this thread (0: none).
-    static IN_CALLBACK_OF: Cell<usize> = const { Cell::new(0) };
 }
 
 /// The sending half, shared by everyone who sends to the connection.
@@ -173,7 +170,7 @@ impl Outbox {
     }
 
     fn wake(&self) {
-        if IN_CALLBACK_OF.with(Cell::get) != self.shared.id() {
+        if !callback_scope::is_inside(self.shared.scope_id()) {
             self.shared.waker.wake();
         }
     }
@@ -224,14 +221,10 @@ impl OutboxReceiver {
         pop(&mut self.shared.lock())
     }
 
-    /// Runs `f`, a callback of this connection's app, on this thread: messages
-    /// it queues for this same connection wake nobody (the task looks at its
-    /// queue right after).
-    pub fn in_callback<T>(&self, f: impl FnOnce() -> T) -> T {
-        let previous = IN_CALLBACK_OF.with(|current| current.replace(self.shared.id()));
-        let result = f();
-        IN_CALLBACK_OF.with(|current| current.set(previous));
-        result
+    /// The connection's identity for [`callback_scope::enter`]: messages
+    /// queued for it inside that scope wake nobody.
+    pub fn scope_id(&self) -> ScopeId {
+        self.shared.scope_id()
     }
 
     /// Refuses further messages and close requests; drops what is queued.

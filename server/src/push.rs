@@ -6,7 +6,8 @@
 //! allow-list (403; `X-Forwarded-For` is believed only from trusted proxies),
 //! bearer token (401), body size (413), JSON (400, naming the field). Each push
 //! then goes through the owning app's `on_push`, which may deliver, replace or
-//! veto it (409), and is delivered like a `Host` call. A batch (a JSON array)
+//! veto it (409), and is delivered by [`Registry::deliver`], the path `Host`
+//! calls take, with the same size limit and errors. A batch (a JSON array)
 //! answers every push separately in one 200 response.
 
 use std::net::{IpAddr, SocketAddr};
@@ -14,12 +15,12 @@ use std::sync::Arc;
 
 use abi_stable::std_types::{ROption, RSlice, RStr};
 use base64::Engine;
-use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
-use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use serde_json::{json, Map, Value};
+use serde::Deserialize;
+use serde_json::{json, Value};
 use switchboard_plugin_api::abi::{
     MessageRef, OwnedMessage, PushAction, PushRequest, PushTargetKind,
 };
@@ -27,10 +28,9 @@ use switchboard_plugin_api::ConnId;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::config::PushConfig;
-use crate::http::json_response;
-use crate::outbox::QueueError;
 use crate::plugin::MountedApp;
-use crate::registry::RegistryError;
+use crate::registry::{Audience, Registry, RegistryError};
+use crate::response::{self, FullResponse};
 use crate::server::Server;
 
 /// Why a push was not delivered; each carries its HTTP status.
@@ -39,26 +39,23 @@ pub enum PushError {
     /// The request or one push in it is malformed.
     #[error("{message}")]
     BadRequest {
-        /// The JSON field at fault (`to.client`, `message`, ...), empty for the whole body.
+        /// The JSON field at fault (`to.client`, `message`, ...), empty for the whole push.
         field: String,
         /// What is wrong.
         message: String,
     },
-    /// No such connection, or no app on that path.
-    #[error("{0}")]
-    NotFound(String),
+    /// No app on that path.
+    #[error("no app is mounted at {0:?}")]
+    NoApp(String),
     /// The app refused the push.
     #[error("vetoed by the app: {0}")]
     Vetoed(String),
-    /// The message is larger than `max_message_size`.
-    #[error("message of {0} bytes is larger than the server's max_message_size")]
-    TooLarge(usize),
-    /// The client's queue is full (it is being closed as a slow consumer).
-    #[error("the client's outbound queue is full; it is being disconnected")]
-    QueueFull,
     /// The app's `on_push` failed.
     #[error("the app failed to handle the push")]
     AppFailed,
+    /// Delivery failed, as a `Host` call would have.
+    #[error(transparent)]
+    Delivery(#[from] RegistryError),
 }
 
 impl PushError {
@@ -66,11 +63,16 @@ impl PushError {
     pub fn status(&self) -> StatusCode {
         match self {
             PushError::BadRequest { .. } => StatusCode::BAD_REQUEST,
-            PushError::NotFound(_) => StatusCode::NOT_FOUND,
+            PushError::NoApp(_) => StatusCode::NOT_FOUND,
             PushError::Vetoed(_) => StatusCode::CONFLICT,
-            PushError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            PushError::QueueFull => StatusCode::SERVICE_UNAVAILABLE,
             PushError::AppFailed => StatusCode::INTERNAL_SERVER_ERROR,
+            PushError::Delivery(error) => match error {
+                RegistryError::UnknownConnection(_) | RegistryError::ShutDown => {
+                    StatusCode::NOT_FOUND
+                }
+                RegistryError::QueueFull => StatusCode::SERVICE_UNAVAILABLE,
+                RegistryError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            },
         }
     }
 
@@ -93,23 +95,41 @@ impl PushError {
     }
 }
 
-/// Who one push is for.
+/// One push as the backend writes it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PushBody {
+    to: Option<TargetBody>,
+    message: Option<Value>,
+    binary: Option<String>,
+}
+
+/// `to` as the backend writes it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TargetBody {
+    client: Option<String>,
+    app: Option<String>,
+    group: Option<String>,
+}
+
+/// Who one push is for, within the app that owns it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Target {
     Client(ConnId),
-    Group(String, String),
-    App(String),
+    Group(String),
+    App,
 }
 
-/// One parsed push.
-#[derive(Debug)]
+/// One checked push, with the app it goes to.
 struct Push {
+    app: Arc<MountedApp>,
     target: Target,
     message: Message,
 }
 
-fn error_response(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
-    json_response(status, &json!({ "error": message, "delivered": 0 }))
+fn error_response(status: StatusCode, message: &str) -> FullResponse {
+    response::json(status, &json!({ "error": message, "delivered": 0 }))
 }
 
 /// The address a push comes from: the peer, or, when the peer is a trusted
@@ -151,7 +171,7 @@ pub async fn handle(
     request: Request<Incoming>,
     peer: SocketAddr,
     server: &Arc<Server>,
-) -> Response<Full<Bytes>> {
+) -> FullResponse {
     let response = answer(request, peer, server).await;
     server.metrics().push_answered(response.status().as_u16());
     response
@@ -161,7 +181,7 @@ async fn answer(
     request: Request<Incoming>,
     peer: SocketAddr,
     server: &Arc<Server>,
-) -> Response<Full<Bytes>> {
+) -> FullResponse {
     let config = &server.config().push;
     if request.method() != Method::POST {
         let mut response = error_response(
@@ -273,44 +293,53 @@ async fn answer(
                     }
                 })
                 .collect();
-            json_response(
+            response::json(
                 StatusCode::OK,
                 &json!({ "delivered": delivered, "results": results }),
             )
         }
         item => match push_one(&item, server) {
-            Ok(delivered) => json_response(StatusCode::OK, &json!({ "delivered": delivered })),
-            Err(error) => json_response(error.status(), &error.body()),
+            Ok(delivered) => response::json(StatusCode::OK, &json!({ "delivered": delivered })),
+            Err(error) => response::json(error.status(), &error.body()),
         },
     }
 }
 
 fn push_one(item: &Value, server: &Server) -> Result<u64, PushError> {
-    let push = parse(item, server)?;
-    if push.message.len() > server.config().server.max_message_size {
-        return Err(PushError::TooLarge(push.message.len()));
+    deliver(parse(item, server)?)
+}
+
+/// The JSON field a serde error is about, as the push API names fields.
+fn field_of(path: &serde_path_to_error::Path) -> String {
+    let field = path.to_string();
+    if field == "." {
+        String::new()
+    } else {
+        field
     }
-    deliver(push, server)
 }
 
 fn parse(item: &Value, server: &Server) -> Result<Push, PushError> {
-    let Value::Object(fields) = item else {
-        return Err(PushError::bad(
-            "",
-            "each push is a JSON object with \"to\" and \"message\" (or \"binary\")",
-        ));
+    let body: PushBody = serde_path_to_error::deserialize(item).map_err(|error| {
+        let field = field_of(error.path());
+        if field.is_empty() && !item.is_object() {
+            return PushError::bad(
+                "",
+                "each push is a JSON object with \"to\" and \"message\" (or \"binary\")",
+            );
+        }
+        let message = match field.as_str() {
+            "" => error.inner().to_string(),
+            "to" => "\"to\" is an object: {\"client\": id} or {\"app\": path} or {\"app\": path, \"group\": name}".to_owned(),
+            field => format!("{field:?}: {}", error.inner()),
+        };
+        PushError::bad(&field, message)
+    })?;
+    let Some(to) = body.to else {
+        return Err(PushError::bad("to", "missing \"to\": {\"client\": id} or {\"app\": path} or {\"app\": path, \"group\": name}"));
     };
-    if let Some(unknown) = fields
-        .keys()
-        .find(|k| !matches!(k.as_str(), "to" | "message" | "binary"))
-    {
-        return Err(PushError::bad(
-            unknown,
-            format!("unknown field {unknown:?} (expected to, message, binary)"),
-        ));
-    }
-    let target = parse_target(fields, server)?;
-    let message = match (fields.get("message"), fields.get("binary")) {
+    let (app, target) = parse_target(to, server)?;
+    let message = match (body.message, body.binary) {
         (Some(_), Some(_)) => {
             return Err(PushError::bad(
                 "binary",
@@ -323,69 +352,44 @@ fn parse(item: &Value, server: &Server) -> Result<Push, PushError> {
                 "missing \"message\" (or \"binary\")",
             ))
         }
-        (Some(Value::String(text)), None) => Message::text(text.as_str()),
+        (Some(Value::String(text)), None) => Message::text(text),
         (Some(value), None) => Message::text(value.to_string()),
-        (None, Some(Value::String(encoded))) => {
-            match base64::engine::general_purpose::STANDARD.decode(encoded) {
-                Ok(bytes) => Message::binary(bytes),
-                Err(error) => {
-                    return Err(PushError::bad(
-                        "binary",
-                        format!("not valid base64: {error}"),
-                    ))
-                }
+        (None, Some(encoded)) => match base64::engine::general_purpose::STANDARD.decode(encoded) {
+            Ok(bytes) => Message::binary(bytes),
+            Err(error) => {
+                return Err(PushError::bad(
+                    "binary",
+                    format!("not valid base64: {error}"),
+                ))
             }
+        },
+    };
+    Ok(Push {
+        app,
+        target,
+        message,
+    })
+}
+
+/// The app a push goes to and who in it.
+fn parse_target(to: TargetBody, server: &Server) -> Result<(Arc<MountedApp>, Target), PushError> {
+    match (to.client, to.app, to.group) {
+        (Some(client), None, None) => {
+            let id: ConnId = client
+                .parse()
+                .map_err(|e| PushError::bad("to.client", format!("{client:?} is {e}")))?;
+            let app = server
+                .app_of(id)
+                .ok_or(PushError::Delivery(RegistryError::UnknownConnection(id)))?;
+            Ok((app, Target::Client(id)))
         }
-        (None, Some(_)) => return Err(PushError::bad("binary", "\"binary\" is a base64 string")),
-    };
-    Ok(Push { target, message })
-}
-
-fn text_field<'a>(to: &'a Map<String, Value>, name: &str) -> Result<Option<&'a str>, PushError> {
-    match to.get(name) {
-        None => Ok(None),
-        Some(Value::String(text)) => Ok(Some(text)),
-        Some(_) => Err(PushError::bad(
-            &format!("to.{name}"),
-            format!("\"to.{name}\" is a string"),
-        )),
-    }
-}
-
-fn parse_target(fields: &Map<String, Value>, server: &Server) -> Result<Target, PushError> {
-    let Some(Value::Object(to)) = fields.get("to") else {
-        return Err(PushError::bad("to", "missing \"to\": {\"client\": id} or {\"app\": path} or {\"app\": path, \"group\": name}"));
-    };
-    if let Some(unknown) = to
-        .keys()
-        .find(|k| !matches!(k.as_str(), "client" | "app" | "group"))
-    {
-        return Err(PushError::bad(
-            &format!("to.{unknown}"),
-            format!("unknown field {unknown:?} in \"to\" (expected client, app, group)"),
-        ));
-    }
-    match (
-        text_field(to, "client")?,
-        text_field(to, "app")?,
-        text_field(to, "group")?,
-    ) {
-        (Some(client), None, None) => client
-            .parse()
-            .map(Target::Client)
-            .map_err(|e| PushError::bad("to.client", format!("{client:?} is {e}"))),
         (Some(_), _, _) => Err(PushError::bad(
             "to.client",
             "\"to.client\" cannot be combined with \"to.app\" or \"to.group\"",
         )),
-        (None, Some(app), group) => {
-            if server.app(app).is_none() {
-                return Err(PushError::NotFound(format!("no app is mounted at {app:?}")));
-            }
-            Ok(match group {
-                Some(group) => Target::Group(app.to_owned(), group.to_owned()),
-                None => Target::App(app.to_owned()),
-            })
+        (None, Some(path), group) => {
+            let app = server.app(&path).cloned().ok_or(PushError::NoApp(path))?;
+            Ok((app, group.map_or(Target::App, Target::Group)))
         }
         (None, None, Some(_)) => Err(PushError::bad(
             "to.group",
@@ -404,41 +408,34 @@ fn message_ref(message: &Message) -> MessageRef<'_> {
 }
 
 /// Asks the owning app, then delivers.
-fn deliver(push: Push, server: &Server) -> Result<u64, PushError> {
-    let (app, kind, client, group) = match &push.target {
-        Target::Client(id) => {
-            let app = server
-                .app_of(*id)
-                .ok_or_else(|| PushError::NotFound(format!("no open connection {id}")))?;
-            (app, PushTargetKind::CLIENT, ROption::RSome(*id), "")
-        }
-        Target::Group(path, group) => (
-            app_at(server, path)?,
-            PushTargetKind::GROUP,
-            ROption::RNone,
-            group.as_str(),
-        ),
-        Target::App(path) => (
-            app_at(server, path)?,
-            PushTargetKind::APP,
-            ROption::RNone,
-            "",
-        ),
+fn deliver(push: Push) -> Result<u64, PushError> {
+    let Push {
+        app,
+        target,
+        message,
+    } = push;
+    let registry: &Registry = app.registry();
+    // Refused before the app sees it, as a `Host` call would be.
+    registry.check_size(message.len())?;
+    let (kind, client, group) = match &target {
+        Target::Client(id) => (PushTargetKind::CLIENT, ROption::RSome(*id), ""),
+        Target::Group(group) => (PushTargetKind::GROUP, ROption::RNone, group.as_str()),
+        Target::App => (PushTargetKind::APP, ROption::RNone, ""),
     };
     let verdict = app
         .on_push(&PushRequest {
             kind,
             client,
             group: RStr::from_str(group),
-            message: message_ref(&push.message),
+            message: message_ref(&message),
         })
         .map_err(|_| PushError::AppFailed)?;
     let message = match verdict.action {
-        PushAction::DELIVER => push.message,
+        PushAction::DELIVER => message,
         PushAction::REPLACE => match verdict.replacement.into_option() {
             Some(OwnedMessage::Text(text)) => Message::text(text.into_string()),
             Some(OwnedMessage::Binary(bytes)) => Message::binary(bytes.into_vec()),
-            None => push.message,
+            None => message,
         },
         PushAction::VETO => return Err(PushError::Vetoed(verdict.reason.into_string())),
         _ => {
@@ -446,29 +443,12 @@ fn deliver(push: Push, server: &Server) -> Result<u64, PushError> {
             return Err(PushError::AppFailed);
         }
     };
-    let registry = app.registry();
-    let delivered = match push.target {
-        Target::Client(id) => registry.send(id, message).map(|()| 1),
-        Target::Group(_, group) => registry.publish(&group, &message, None),
-        Target::App(_) => registry.broadcast(&message, None),
+    let audience = match &target {
+        Target::Client(id) => Audience::One(*id),
+        Target::Group(group) => Audience::Group(group),
+        Target::App => Audience::All,
     };
-    delivered.map_err(|error| match error {
-        RegistryError::Queue(QueueError::Full) => PushError::QueueFull,
-        RegistryError::UnknownConnection(id) => {
-            PushError::NotFound(format!("no open connection {id}"))
-        }
-        RegistryError::Queue(QueueError::Closed) => {
-            PushError::NotFound("the connection closed".to_owned())
-        }
-        RegistryError::ShutDown => PushError::NotFound("the app is shut down".to_owned()),
-    })
-}
-
-fn app_at(server: &Server, path: &str) -> Result<Arc<MountedApp>, PushError> {
-    server
-        .app(path)
-        .cloned()
-        .ok_or_else(|| PushError::NotFound(format!("no app is mounted at {path:?}")))
+    Ok(registry.deliver(audience, message, None)?)
 }
 
 #[cfg(test)]
@@ -487,6 +467,21 @@ mod tests {
             max_body: 1024,
             max_batch: 10,
         }
+    }
+
+    #[test]
+    fn unknown_fields_are_named_by_their_path() {
+        let error = serde_path_to_error::deserialize::<_, PushBody>(
+            &json!({"to": {"app": "/a", "nope": 1}}),
+        )
+        .unwrap_err();
+        assert_eq!(field_of(error.path()), "to.nope");
+        let error =
+            serde_path_to_error::deserialize::<_, PushBody>(&json!({"extra": 1})).unwrap_err();
+        assert_eq!(field_of(error.path()), "extra");
+        let error = serde_path_to_error::deserialize::<_, PushBody>(&json!({"to": {"client": 7}}))
+            .unwrap_err();
+        assert_eq!(field_of(error.path()), "to.client");
     }
 
     #[test]

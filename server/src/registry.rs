@@ -19,6 +19,23 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::outbox::{CloseRequest, Outbox, QueueError};
 
+/// What the handshake established about a connection: fixed for its lifetime.
+#[derive(Debug, Clone)]
+pub struct HandshakeFacts {
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// The path it connected to (an app may be mounted on several).
+    pub path: Arc<str>,
+    /// The raw query string of the handshake.
+    pub query: String,
+    /// The handshake headers the app keeps (`info_headers`).
+    pub headers: Vec<(String, String)>,
+    /// The chosen subprotocol.
+    pub subprotocol: Option<String>,
+    /// Data the app attached at handshake.
+    pub data: String,
+}
+
 /// What the server keeps about one open connection.
 #[derive(Debug)]
 pub struct Connection {
@@ -26,39 +43,72 @@ pub struct Connection {
     pub id: ConnId,
     /// Where its messages go.
     pub outbox: Outbox,
-    /// The client's address.
-    pub peer: SocketAddr,
-    /// The path it connected to (an app may be mounted on several).
-    pub path: Arc<str>,
+    /// What its handshake established.
+    pub handshake: HandshakeFacts,
+    /// When it opened.
+    pub connected_at: SystemTime,
     /// Write every message on its own (`ConnOption::ONE_FRAME_PER_WRITE`).
     pub one_frame_per_write: AtomicBool,
     /// Pause before a frame the client may not have read the previous one of
     /// (`ConnOption::FRAME_PAUSE_MICROS`).
     pub frame_pause_micros: AtomicU64,
-    /// The raw query string of the handshake.
-    pub query: String,
-    /// The handshake headers the app keeps (`info_headers`).
-    pub headers: Vec<(String, String)>,
-    /// The chosen subprotocol.
-    pub subprotocol: Option<String>,
-    /// When it opened.
-    pub connected_at: SystemTime,
-    /// Data the app attached at handshake.
-    pub data: String,
 }
 
-/// Why a registry operation failed.
+impl Connection {
+    /// A connection that opens now, with default (batched) writes.
+    pub fn new(id: ConnId, outbox: Outbox, handshake: HandshakeFacts) -> Connection {
+        Connection {
+            id,
+            outbox,
+            handshake,
+            connected_at: SystemTime::now(),
+            one_frame_per_write: AtomicBool::new(false),
+            frame_pause_micros: AtomicU64::new(0),
+        }
+    }
+}
+
+/// Why a registry operation failed. Both the `Host` calls and the push API
+/// report these; each maps them to its own vocabulary, one variant to one answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum RegistryError {
-    /// No open connection has that id.
-    #[error("no open connection {0} on this app")]
+    /// No open connection has that id (or it is closing).
+    #[error("no open connection {0}")]
     UnknownConnection(ConnId),
     /// The app is shut down.
     #[error("the app has been shut down")]
     ShutDown,
-    /// The connection's queue refused the message.
-    #[error(transparent)]
-    Queue(#[from] QueueError),
+    /// The connection's queue is full; it is being closed as a slow consumer.
+    #[error("the client's outbound queue is full (it reads too slowly); it is being disconnected")]
+    QueueFull,
+    /// The message is larger than the server's `max_message_size`.
+    #[error("message of {len} bytes is larger than the server's max_message_size ({max})")]
+    TooLarge {
+        /// The message's size.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+}
+
+impl RegistryError {
+    fn from_queue(id: ConnId, error: QueueError) -> Self {
+        match error {
+            QueueError::Closed => RegistryError::UnknownConnection(id),
+            QueueError::Full => RegistryError::QueueFull,
+        }
+    }
+}
+
+/// Who a message is for, among one app's connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Audience<'a> {
+    /// One connection.
+    One(ConnId),
+    /// Every member of a group.
+    Group(&'a str),
+    /// Every connection.
+    All,
 }
 
 /// Hashes a `ConnId` by its first eight bytes. Ids are random bytes the
@@ -96,10 +146,10 @@ struct State {
 }
 
 /// The connections and groups of one app.
-#[derive(Default)]
 pub struct Registry {
     state: RwLock<State>,
     shut_down: AtomicBool,
+    max_message_size: usize,
 }
 
 impl std::fmt::Debug for Registry {
@@ -111,6 +161,16 @@ impl std::fmt::Debug for Registry {
 }
 
 impl Registry {
+    /// An empty registry whose deliveries refuse messages larger than
+    /// `max_message_size` (the server's, the same limit clients have).
+    pub fn new(max_message_size: usize) -> Self {
+        Registry {
+            state: RwLock::default(),
+            shut_down: AtomicBool::new(false),
+            max_message_size,
+        }
+    }
+
     fn read(&self) -> Result<RwLockReadGuard<'_, State>, RegistryError> {
         if self.shut_down.load(Ordering::Acquire) {
             return Err(RegistryError::ShutDown);
@@ -174,55 +234,63 @@ impl Registry {
             .ok_or(RegistryError::UnknownConnection(id))
     }
 
-    /// Queues a message for one connection.
+    /// Whether a message of `len` bytes may be delivered at all.
     ///
     /// # Errors
-    /// `UnknownConnection`, `ShutDown`, or the queue's refusal.
-    pub fn send(&self, id: ConnId, message: Message) -> Result<(), RegistryError> {
-        let state = self.read()?;
-        let connection = state
-            .connections
-            .get(&id)
-            .ok_or(RegistryError::UnknownConnection(id))?;
-        Ok(connection.outbox.push(message)?)
+    /// `TooLarge` beyond the server's `max_message_size`.
+    pub fn check_size(&self, len: usize) -> Result<(), RegistryError> {
+        if len > self.max_message_size {
+            return Err(RegistryError::TooLarge {
+                len,
+                max: self.max_message_size,
+            });
+        }
+        Ok(())
     }
 
-    /// Queues a message for every connection but `except`; returns how many took it.
-    /// The message's payload is shared, not copied, between connections.
+    /// Queues a message for its audience, except `except`; returns how many
+    /// connections took it. The one delivery path of the `Host` calls and the
+    /// push API, so the size limit and the errors are the same for both. The
+    /// payload is shared, not copied, between connections.
     ///
     /// # Errors
-    /// `ShutDown`.
-    pub fn broadcast(
+    /// `TooLarge`, `ShutDown`; for one connection also `UnknownConnection` and
+    /// `QueueFull` (a broadcast or publish skips connections that refuse).
+    pub fn deliver(
         &self,
-        message: &Message,
+        audience: Audience<'_>,
+        message: Message,
         except: Option<ConnId>,
     ) -> Result<u64, RegistryError> {
+        self.check_size(message.len())?;
         let state = self.read()?;
-        Ok(deliver(
-            state.connections.values().map(|c| &**c),
-            message,
-            except,
-        ))
-    }
-
-    /// Queues a message for every member of a group but `except`; returns how many took it.
-    ///
-    /// # Errors
-    /// `ShutDown`.
-    pub fn publish(
-        &self,
-        group: &str,
-        message: &Message,
-        except: Option<ConnId>,
-    ) -> Result<u64, RegistryError> {
-        let state = self.read()?;
-        let Some(members) = state.groups.get(group) else {
-            return Ok(0);
-        };
-        let connections = members
-            .iter()
-            .filter_map(|id| state.connections.get(id).map(|c| &**c));
-        Ok(deliver(connections, message, except))
+        match audience {
+            Audience::One(id) => {
+                let connection = state
+                    .connections
+                    .get(&id)
+                    .ok_or(RegistryError::UnknownConnection(id))?;
+                connection
+                    .outbox
+                    .push(message)
+                    .map_err(|e| RegistryError::from_queue(id, e))?;
+                Ok(1)
+            }
+            Audience::All => Ok(deliver_each(
+                state.connections.values().map(|c| &**c),
+                &message,
+                except,
+            )),
+            Audience::Group(group) => {
+                let Some(members) = state.groups.get(group) else {
+                    return Ok(0);
+                };
+                let connections = members
+                    .iter()
+                    .filter_map(|id| state.connections.get(id).map(|c| &**c));
+                Ok(deliver_each(connections, &message, except))
+            }
+        }
     }
 
     /// Asks one connection to close.
@@ -305,7 +373,7 @@ impl Registry {
     }
 }
 
-fn deliver<'a>(
+fn deliver_each<'a>(
     connections: impl Iterator<Item = &'a Connection>,
     message: &Message,
     except: Option<ConnId>,
@@ -327,25 +395,21 @@ mod tests {
     fn open(registry: &Registry, n: u8) -> (ConnId, OutboxReceiver) {
         let id = ConnId::from_bytes([n; 16]);
         let (tx, rx) = outbox(8, 1 << 20, Default::default());
-        registry.insert(Arc::new(Connection {
-            id,
-            outbox: tx,
+        let handshake = HandshakeFacts {
             peer: "127.0.0.1:1".parse().unwrap(),
             path: "/test".into(),
-            one_frame_per_write: AtomicBool::new(false),
-            frame_pause_micros: AtomicU64::new(0),
             query: String::new(),
             headers: Vec::new(),
             subprotocol: None,
-            connected_at: SystemTime::now(),
             data: String::new(),
-        }));
+        };
+        registry.insert(Arc::new(Connection::new(id, tx, handshake)));
         (id, rx)
     }
 
     #[test]
     fn publish_reaches_members_only_and_closing_leaves_every_group() {
-        let registry = Registry::default();
+        let registry = Registry::new(1 << 20);
         let (a, mut rx_a) = open(&registry, 1);
         let (b, mut rx_b) = open(&registry, 2);
         let (_c, mut rx_c) = open(&registry, 3);
@@ -354,7 +418,7 @@ mod tests {
         registry.join(b, "other").unwrap();
         assert_eq!(
             registry
-                .publish("room", &Message::text("hi"), Some(a))
+                .deliver(Audience::Group("room"), Message::text("hi"), Some(a))
                 .unwrap(),
             1
         );
@@ -373,14 +437,26 @@ mod tests {
 
     #[test]
     fn broadcast_skips_the_excepted_connection_and_shutdown_refuses_calls() {
-        let registry = Registry::default();
+        let registry = Registry::new(1 << 20);
         let (a, _rx_a) = open(&registry, 1);
         let (_b, _rx_b) = open(&registry, 2);
-        assert_eq!(registry.broadcast(&Message::text("x"), Some(a)).unwrap(), 1);
-        assert_eq!(registry.broadcast(&Message::text("x"), None).unwrap(), 2);
+        let all = |except| registry.deliver(Audience::All, Message::text("x"), except);
+        assert_eq!(all(Some(a)).unwrap(), 1);
+        assert_eq!(all(None).unwrap(), 2);
+        assert_eq!(
+            registry.deliver(
+                Audience::One(a),
+                Message::binary(vec![0; (1 << 20) + 1]),
+                None
+            ),
+            Err(RegistryError::TooLarge {
+                len: (1 << 20) + 1,
+                max: 1 << 20
+            })
+        );
         registry.shut_down();
         assert_eq!(
-            registry.send(a, Message::text("x")),
+            registry.deliver(Audience::One(a), Message::text("x"), None),
             Err(RegistryError::ShutDown)
         );
     }

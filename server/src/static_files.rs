@@ -10,8 +10,9 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
-use http::{Method, Request, Response, StatusCode};
-use http_body_util::Full;
+use http::{Method, Request, StatusCode};
+
+use crate::response::FullResponse;
 
 /// Largest file served, in bytes: these are pages and scripts, not downloads.
 const MAX_FILE: u64 = 8 << 20;
@@ -51,7 +52,7 @@ pub fn content_type(file: &Path) -> &'static str {
 
 /// Serves a file for GET/HEAD, or `None` when there is no such file (the
 /// caller answers 404 or lets an app answer).
-pub async fn serve<B>(root: &Path, request: &Request<B>) -> Option<Response<Full<Bytes>>> {
+pub async fn serve<B>(root: &Path, request: &Request<B>) -> Option<FullResponse> {
     if request.method() != Method::GET && request.method() != Method::HEAD {
         return None;
     }
@@ -69,13 +70,8 @@ pub async fn serve<B>(root: &Path, request: &Request<B>) -> Option<Response<Full
     } else {
         Bytes::from(tokio::fs::read(&file).await.ok()?)
     };
-    let mut response = Response::new(Full::new(body));
-    *response.status_mut() = StatusCode::OK;
+    let mut response = crate::response::with_type(StatusCode::OK, body, content_type(&file));
     let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(content_type(&file)),
-    );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     headers.insert(
         "x-content-type-options",

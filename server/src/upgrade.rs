@@ -1,20 +1,171 @@
 //! The WebSocket upgrade: RFC 6455 §4.2 checks on the HTTP request, the app's
-//! `on_handshake` decision, and the `101 Switching Protocols` response.
+//! `on_handshake` decision, the `101 Switching Protocols` response, and the
+//! session that follows: the connection's registry entry and outbox, the
+//! upgraded stream, and its connection task.
 //! Every refusal is a [`RejectHandshake`] that carries its HTTP status and body.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use abi_stable::std_types::{RSlice, RStr};
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
 use switchboard_plugin_api::abi::{Acceptance, HandshakeRequest, HeaderRef, Rejection};
 use switchboard_plugin_api::ConnId;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::WebSocketStream;
+use tracing::{field, Instrument, Span};
 
-use crate::config::origin_allowed;
+use crate::connection::{self, OpenConnection};
+use crate::limits::ConnectionSlot;
+use crate::outbox::outbox;
 use crate::plugin::MountedApp;
+use crate::registry::{Connection, HandshakeFacts};
+use crate::response::{self, FullResponse};
+use crate::server::Server;
+
+/// Answers a request on an app's path: the 101 (and the connection's task,
+/// spawned to run once hyper hands over the stream), or the refusal.
+pub fn upgrade<S>(
+    mut request: Request<Incoming>,
+    peer: SocketAddr,
+    server: &Arc<Server>,
+    app: Arc<MountedApp>,
+    slot: Arc<ConnectionSlot>,
+) -> FullResponse
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let started = std::time::Instant::now();
+    match accept::<S>(&mut request, peer, server, app, slot) {
+        Ok(response) => {
+            server.metrics().handshake(started.elapsed());
+            response
+        }
+        Err(rejection) => {
+            server.metrics().rejected(rejection.reason());
+            tracing::debug!(
+                reason = rejection.reason(),
+                status = rejection.status().as_u16(),
+                "handshake refused"
+            );
+            rejection.into_response()
+        }
+    }
+}
+
+fn accept<S>(
+    request: &mut Request<Incoming>,
+    peer: SocketAddr,
+    server: &Arc<Server>,
+    app: Arc<MountedApp>,
+    slot: Arc<ConnectionSlot>,
+) -> Result<FullResponse, RejectHandshake>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let upgrade = check_request(request)?;
+    check_origin(request, &app)?;
+    if server.shutdown_token().is_cancelled() {
+        return Err(RejectHandshake::ShuttingDown);
+    }
+    let id = ConnId::from_bytes(*uuid::Uuid::new_v4().as_bytes());
+    let span = Span::current();
+    span.record("path", field::display(app.path()))
+        .record("id", field::display(id));
+    let accepted = ask_app(&app, id, peer, request, &upgrade)?;
+    let response = switching_protocols(&upgrade, &accepted);
+
+    let kept = &app.settings().info_headers;
+    let headers = request
+        .headers()
+        .iter()
+        .filter(|(name, _)| kept.iter().any(|k| k == name.as_str()))
+        .filter_map(|(name, value)| {
+            Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
+        })
+        .collect();
+    let config = &server.config().server;
+    let (outbox, receiver) = outbox(
+        config.outbound_queue,
+        config.outbound_queue_bytes,
+        app.metrics().queue_drops.clone(),
+    );
+    let handshake = HandshakeFacts {
+        peer,
+        path: request.uri().path().into(),
+        query: request.uri().query().unwrap_or("").to_owned(),
+        headers,
+        subprotocol: accepted.subprotocol,
+        data: accepted.data,
+    };
+    let open = OpenConnection {
+        app,
+        connection: Arc::new(Connection::new(id, outbox, handshake)),
+        outbox: receiver,
+        settings: server.connection_settings().clone(),
+        shutdown: server.shutdown_token().clone(),
+        slot,
+    };
+    let on_upgrade = hyper::upgrade::on(request);
+    server.tracker().spawn(
+        async move {
+            match on_upgrade.await {
+                Ok(upgraded) => run_websocket::<S>(upgraded, open).await,
+                Err(error) => tracing::debug!(%error, "upgrade did not complete"),
+            }
+        }
+        .instrument(span),
+    );
+    Ok(response)
+}
+
+/// Turns the upgraded connection back into the accepted stream type when it can
+/// (so WebSocket I/O skips hyper's boxed wrapper), then serves the WebSocket.
+async fn run_websocket<S>(upgraded: hyper::upgrade::Upgraded, open: OpenConnection)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let config = Some(open.settings.websocket);
+    match upgraded.downcast::<TokioIo<S>>() {
+        Ok(parts) => {
+            // Copy the leftover bytes and drop `read_buf`: it is a view into
+            // hyper's whole read buffer and would keep it alive for the
+            // connection's lifetime.
+            let hyper::upgrade::Parts { io, read_buf, .. } = parts;
+            let leftover = read_buf.to_vec();
+            drop(read_buf);
+            let ws = WebSocketStream::from_partially_read(
+                io.into_inner(),
+                leftover,
+                Role::Server,
+                config,
+            )
+            .await;
+            // Boxed, so the task does not also carry the fallback branch's states.
+            Box::pin(connection::serve(ws, open)).await;
+        }
+        Err(upgraded) => {
+            let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, config)
+                .await;
+            Box::pin(connection::serve(ws, open)).await;
+        }
+    }
+}
+
+/// Whether an `Origin` header value passes an allow-list (empty list: any origin).
+pub fn origin_allowed(allowed: &[String], origin: &str) -> bool {
+    allowed.is_empty()
+        || allowed
+            .iter()
+            .any(|a| a == "*" || a.eq_ignore_ascii_case(origin))
+}
 
 /// Why a WebSocket upgrade was refused; each carries its response.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -89,7 +240,7 @@ impl RejectHandshake {
     /// The HTTP response for the client.
     pub fn into_response(self) -> Response<Full<Bytes>> {
         let status = self.status();
-        let mut response = crate::http::text_response(status, format!("{self}\n"));
+        let mut response = response::text(status, format!("{self}\n"));
         let headers = response.headers_mut();
         match self {
             RejectHandshake::MethodNotAllowed => {
@@ -408,6 +559,14 @@ mod tests {
             check_request(&bad_key).unwrap_err().status(),
             StatusCode::BAD_REQUEST
         );
+    }
+
+    #[test]
+    fn origins_are_matched_case_insensitively() {
+        assert!(origin_allowed(&[], "http://x"));
+        let list = vec!["https://a.example".to_owned()];
+        assert!(origin_allowed(&list, "https://A.example"));
+        assert!(!origin_allowed(&list, "https://b.example"));
     }
 
     #[test]

@@ -1,261 +1,26 @@
 //! The server's configuration file, in two stages: TOML into raw serde shapes
-//! (unknown keys refused), then meaning checks that need the whole file (paths
-//! mounted twice, reserved paths, plugin names). Every error names the file,
-//! line and column and what was expected; all problems are collected before the
-//! server refuses to start.
+//! (`raw`, unknown keys refused), then meaning (`validate`: defaults, value
+//! checks, paths mounted twice, reserved paths, endpoint clashes). Sizes and
+//! durations are written in human units (`units`). Every error names the
+//! file, line and column and what was expected (`source`); all problems are
+//! collected before the server refuses to start.
 
-use std::collections::HashMap;
-use std::fmt;
+mod app_config;
+mod raw;
+mod source;
+mod units;
+mod validate;
+
 use std::net::{IpAddr, SocketAddr};
-use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::de::{self, Deserializer, Visitor};
-use serde::Deserialize;
-use toml::Spanned;
+use raw::RawConfig;
+pub use source::{ConfigProblem, LoadConfigError, SourceFile};
+pub use units::{ByteSize, HumanDuration};
 
 /// The path prefix reserved for the server's own endpoints (health, metrics, push).
 pub const RESERVED_PREFIX: &str = "/_/";
-
-/// Why a configuration file cannot be used.
-#[derive(Debug, thiserror::Error)]
-pub enum LoadConfigError {
-    /// The file could not be read.
-    #[error("cannot read config file {}: {source}", path.display())]
-    Read {
-        /// The config file.
-        path: PathBuf,
-        /// The I/O error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The file was read but is not a valid configuration.
-    #[error("{}", ConfigProblems(problems))]
-    Invalid {
-        /// Every problem found, in file order.
-        problems: Vec<ConfigProblem>,
-    },
-}
-
-/// One problem in a config file, located.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigProblem {
-    /// The config file.
-    pub path: PathBuf,
-    /// 1-based line.
-    pub line: usize,
-    /// 1-based column.
-    pub column: usize,
-    /// What is wrong and what was expected.
-    pub message: String,
-}
-
-impl fmt::Display for ConfigProblem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}:{}:{}: {}",
-            self.path.display(),
-            self.line,
-            self.column,
-            self.message
-        )
-    }
-}
-
-struct ConfigProblems<'a>(&'a [ConfigProblem]);
-
-impl fmt::Display for ConfigProblems<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, problem) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str("\n")?;
-            }
-            write!(f, "{problem}")?;
-        }
-        Ok(())
-    }
-}
-
-/// A config file's text, for turning byte spans into line and column.
-pub struct SourceFile {
-    path: PathBuf,
-    text: String,
-}
-
-impl SourceFile {
-    /// Wraps already-read text (used by tests and `check`).
-    pub fn new(path: impl Into<PathBuf>, text: impl Into<String>) -> Self {
-        SourceFile {
-            path: path.into(),
-            text: text.into(),
-        }
-    }
-
-    /// Reads a config file.
-    ///
-    /// # Errors
-    /// [`LoadConfigError::Read`] if it cannot be read.
-    pub fn read(path: &Path) -> Result<Self, LoadConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| LoadConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Ok(SourceFile::new(path, text))
-    }
-
-    /// The file's path.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    fn problem(&self, span: Option<Range<usize>>, message: impl Into<String>) -> ConfigProblem {
-        let offset = span.map_or(0, |s| s.start.min(self.text.len()));
-        let before = &self.text[..offset];
-        let line = before.matches('\n').count() + 1;
-        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-        ConfigProblem {
-            path: self.path.clone(),
-            line,
-            column,
-            message: message.into(),
-        }
-    }
-
-    /// The 1-based line of a byte offset.
-    fn line_of(&self, offset: usize) -> usize {
-        self.problem(Some(offset..offset), "").line
-    }
-}
-
-/// A number of bytes, written as an integer or a string such as `"16 MiB"`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ByteSize(pub u64);
-
-impl<'de> Deserialize<'de> for ByteSize {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct SizeVisitor;
-        impl Visitor<'_> for SizeVisitor {
-            type Value = ByteSize;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a size such as \"16 MiB\", \"512 KiB\" or a number of bytes")
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<ByteSize, E> {
-                u64::try_from(v)
-                    .map(ByteSize)
-                    .map_err(|_| E::custom("a size cannot be negative"))
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<ByteSize, E> {
-                Ok(ByteSize(v))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<ByteSize, E> {
-                v.parse::<bytesize::ByteSize>().map(|s| ByteSize(s.as_u64())).map_err(|_| {
-                    E::custom(format!(
-                        "invalid size {v:?}: expected a size such as \"16 MiB\", \"512 KiB\" or a number of bytes"
-                    ))
-                })
-            }
-        }
-        deserializer.deserialize_any(SizeVisitor)
-    }
-}
-
-/// A duration written as a string such as `"30s"`, `"500ms"` or `"2m"`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HumanDuration(pub Duration);
-
-impl<'de> Deserialize<'de> for HumanDuration {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct DurationVisitor;
-        impl Visitor<'_> for DurationVisitor {
-            type Value = HumanDuration;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a duration such as \"30s\", \"500ms\" or \"2m\"")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<HumanDuration, E> {
-                humantime::parse_duration(v).map(HumanDuration).map_err(|e| {
-                    E::custom(format!(
-                        "invalid duration {v:?} ({e}): expected a duration such as \"30s\", \"500ms\" or \"2m\""
-                    ))
-                })
-            }
-        }
-        deserializer.deserialize_str(DurationVisitor)
-    }
-}
-
-/// Stage 1: the file's shape.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawConfig {
-    #[serde(default)]
-    server: RawServer,
-    #[serde(default)]
-    push: RawPush,
-    #[serde(default)]
-    health: RawEndpoint,
-    #[serde(default)]
-    metrics: RawEndpoint,
-    #[serde(default)]
-    app: Vec<RawApp>,
-}
-
-/// A status endpoint: where, and who may ask.
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawEndpoint {
-    path: Option<Spanned<String>>,
-    allowed_ips: Option<Vec<Spanned<String>>>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawPush {
-    path: Option<Spanned<String>>,
-    token: Option<Spanned<String>>,
-    token_env: Option<Spanned<String>>,
-    allowed_ips: Option<Vec<Spanned<String>>>,
-    trusted_proxies: Option<Vec<Spanned<String>>>,
-    max_body: Option<Spanned<ByteSize>>,
-    max_batch: Option<Spanned<usize>>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawServer {
-    listen: Option<Spanned<SocketAddr>>,
-    plugin_dir: Option<PathBuf>,
-    static_dir: Option<PathBuf>,
-    max_message_size: Option<Spanned<ByteSize>>,
-    max_frame_size: Option<Spanned<ByteSize>>,
-    max_connections: Option<usize>,
-    max_connections_per_ip: Option<usize>,
-    allowed_origins: Option<Vec<String>>,
-    handshake_timeout: Option<Spanned<HumanDuration>>,
-    ping_interval: Option<Spanned<HumanDuration>>,
-    close_timeout: Option<Spanned<HumanDuration>>,
-    write_timeout: Option<Spanned<HumanDuration>>,
-    shutdown_grace: Option<Spanned<HumanDuration>>,
-    outbound_queue: Option<Spanned<usize>>,
-    outbound_queue_bytes: Option<Spanned<ByteSize>>,
-    read_buffer_size: Option<Spanned<ByteSize>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawApp {
-    path: Option<Spanned<String>>,
-    paths: Option<Vec<Spanned<String>>>,
-    plugin: Spanned<String>,
-    ping_payload: Option<String>,
-    #[serde(default)]
-    subprotocols: Vec<String>,
-    allowed_origins: Option<Vec<String>>,
-    info_headers: Option<Vec<String>>,
-    #[serde(default)]
-    config: Option<Spanned<toml::Table>>,
-}
 
 /// Stage 2: the validated, typed configuration.
 #[derive(Debug, Clone)]
@@ -270,6 +35,8 @@ pub struct Config {
     pub health: EndpointConfig,
     /// `/_/metrics`.
     pub metrics: EndpointConfig,
+    /// `/_/apps` (`[app_list]`): the mounted apps and their pages, for the index page.
+    pub app_list: EndpointConfig,
     /// The apps to mount, in file order.
     pub apps: Vec<AppConfig>,
 }
@@ -359,10 +126,8 @@ pub struct AppConfig {
     pub line: usize,
     /// Payload of the keepalive pings sent to this app's clients (empty by default).
     pub ping_payload: String,
-    /// The plugin's name (`chat` → `lib<chat>.so` in `plugin_dir`) or a path to a plugin file.
-    pub plugin: String,
-    /// The plugin file this resolves to.
-    pub plugin_file: PathBuf,
+    /// The plugin: a name (`chat`, found in `plugin_dir`) or a file.
+    pub plugin: PluginSpec,
     /// Subprotocols the server may choose on the app's behalf, in preference order.
     pub subprotocols: Vec<String>,
     /// Origins allowed for this app (overrides the server's list).
@@ -371,6 +136,34 @@ pub struct AppConfig {
     pub info_headers: Vec<String>,
     /// The `[app.config]` table, as JSON text for the plugin.
     pub config_json: String,
+    /// Line of the `[app.config]` table (of the app when it has none).
+    pub config_line: usize,
+    /// Every key path of `[app.config]` (`history`, `rooms[0].name`) with its
+    /// line and column.
+    pub config_keys: Vec<(String, (usize, usize))>,
+}
+
+impl AppConfig {
+    /// The line and column of a key of `[app.config]`, named as the SDK names
+    /// config keys in its errors; an empty key is the table itself.
+    pub fn config_position(&self, key: &str) -> Option<(usize, usize)> {
+        if key.is_empty() {
+            return Some((self.config_line, 1));
+        }
+        self.config_keys
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, position)| *position)
+    }
+}
+
+/// Which plugin an app runs, as the config names it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum PluginSpec {
+    /// A plugin name (`chat`): its file is found in `plugin_dir`.
+    Named(String),
+    /// A plugin file (the config wrote a path), resolved against the config's directory.
+    File(PathBuf),
 }
 
 /// Headers kept for `Host::info` unless an app lists its own.
@@ -397,403 +190,15 @@ impl Config {
     /// Every problem found, located.
     pub fn parse(source: &SourceFile) -> Result<Config, LoadConfigError> {
         let raw: RawConfig =
-            toml::from_str(&source.text).map_err(|e| LoadConfigError::Invalid {
+            toml::from_str(source.text()).map_err(|e| LoadConfigError::Invalid {
                 problems: vec![source.problem(e.span(), e.message().trim_end_matches('\n'))],
             })?;
         let mut problems = Vec::new();
-        let config = validate(raw, source, &mut problems);
+        let config = validate::validate(raw, source, &mut problems);
         if problems.is_empty() {
             Ok(config)
         } else {
             Err(LoadConfigError::Invalid { problems })
-        }
-    }
-}
-
-/// The directory relative paths in the config are resolved against.
-fn base_dir(source: &SourceFile) -> PathBuf {
-    match source.path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
-        _ => PathBuf::from("."),
-    }
-}
-
-/// The directory of the running executable: where `cargo build` puts the plugins too.
-fn executable_dir() -> PathBuf {
-    std::env::current_exe()
-        .ok()
-        .and_then(|exe| exe.parent().map(Path::to_owned))
-        .unwrap_or_else(|| PathBuf::from("."))
-}
-
-fn validate(raw: RawConfig, source: &SourceFile, problems: &mut Vec<ConfigProblem>) -> Config {
-    let base = base_dir(source);
-    let s = raw.server;
-    let duration =
-        |value: Option<Spanned<HumanDuration>>, default: Duration, problems: &mut Vec<_>| {
-            match value {
-                Some(v) if v.get_ref().0.is_zero() => {
-                    problems.push(
-                        source.problem(Some(v.span()), "a duration here must be greater than zero"),
-                    );
-                    default
-                }
-                Some(v) => v.into_inner().0,
-                None => default,
-            }
-        };
-    let size = |value: Option<Spanned<ByteSize>>, default: u64, min: u64, problems: &mut Vec<_>| {
-        match value {
-            Some(v) if v.get_ref().0 < min => {
-                problems.push(source.problem(
-                    Some(v.span()),
-                    format!("a size here must be at least {min} bytes"),
-                ));
-                default as usize
-            }
-            Some(v) => usize::try_from(v.into_inner().0).unwrap_or(usize::MAX),
-            None => default as usize,
-        }
-    };
-
-    let max_message_size = size(s.max_message_size, 16 << 20, 1, problems);
-    let max_frame_size = size(s.max_frame_size, max_message_size as u64, 1, problems);
-    let outbound_queue = match s.outbound_queue {
-        Some(v) if *v.get_ref() == 0 => {
-            problems.push(source.problem(Some(v.span()), "outbound_queue must be at least 1"));
-            1024
-        }
-        Some(v) => v.into_inner(),
-        None => 1024,
-    };
-    let server = ServerConfig {
-        listen: s.listen.map_or(
-            SocketAddr::from(([127, 0, 0, 1], 8080)),
-            Spanned::into_inner,
-        ),
-        plugin_dir: s
-            .plugin_dir
-            .map_or_else(executable_dir, |dir| base.join(dir)),
-        static_dir: s.static_dir.map(|dir| base.join(dir)),
-        max_message_size,
-        max_frame_size: max_frame_size.min(max_message_size),
-        max_connections: s.max_connections.unwrap_or(10_000),
-        max_connections_per_ip: s.max_connections_per_ip.unwrap_or(0),
-        allowed_origins: s.allowed_origins.unwrap_or_default(),
-        handshake_timeout: duration(s.handshake_timeout, Duration::from_secs(5), problems),
-        ping_interval: duration(s.ping_interval, Duration::from_secs(30), problems),
-        close_timeout: duration(s.close_timeout, Duration::from_secs(5), problems),
-        write_timeout: duration(s.write_timeout, Duration::from_secs(10), problems),
-        shutdown_grace: duration(s.shutdown_grace, Duration::from_secs(10), problems),
-        outbound_queue,
-        outbound_queue_bytes: size(s.outbound_queue_bytes, 64 << 20, 1, problems),
-        read_buffer_size: size(s.read_buffer_size, 4096, 256, problems),
-    };
-
-    let mut first_mount: HashMap<String, usize> = HashMap::new();
-    let mut apps = Vec::new();
-    for app in raw.app {
-        let spanned_paths = match (app.path, app.paths) {
-            (Some(path), None) => vec![path],
-            (None, Some(paths)) if !paths.is_empty() => paths,
-            (Some(path), Some(_)) => {
-                problems.push(
-                    source.problem(Some(path.span()), "give an app `path` or `paths`, not both"),
-                );
-                continue;
-            }
-            _ => {
-                problems.push(source.problem(
-                    Some(app.plugin.span()),
-                    "this app has no `path` (or `paths = [...]` to mount one instance on several paths)",
-                ));
-                continue;
-            }
-        };
-        let line = source.line_of(spanned_paths[0].span().start);
-        let mut paths = Vec::new();
-        for spanned in spanned_paths {
-            let span = spanned.span();
-            let path = spanned.into_inner();
-            if let Some(problem) = app_path_problem(&path) {
-                problems.push(source.problem(Some(span), problem));
-            } else if let Some(first) = first_mount.get(&path) {
-                problems.push(source.problem(
-                    Some(span),
-                    format!("app path {path:?} is mounted twice (first at line {first})"),
-                ));
-            } else {
-                first_mount.insert(path.clone(), source.line_of(span.start));
-            }
-            paths.push(path);
-        }
-        let path = paths[0].clone();
-
-        let plugin_span = app.plugin.span();
-        let plugin = app.plugin.into_inner();
-        let plugin_file = if plugin.is_empty() {
-            problems.push(source.problem(Some(plugin_span), "plugin name is empty"));
-            PathBuf::new()
-        } else if plugin.contains('/') || plugin.ends_with(std::env::consts::DLL_SUFFIX) {
-            base.join(&plugin)
-        } else {
-            server.plugin_dir.join(plugin_file_name(&plugin))
-        };
-
-        let config_json = match app.config {
-            Some(table) => match serde_json::to_string(table.get_ref()) {
-                Ok(json) => json,
-                Err(e) => {
-                    problems.push(source.problem(
-                        Some(table.span()),
-                        format!("app config cannot be passed to the plugin as JSON: {e}"),
-                    ));
-                    String::new()
-                }
-            },
-            None => "{}".to_owned(),
-        };
-
-        apps.push(AppConfig {
-            path,
-            paths,
-            line,
-            ping_payload: app.ping_payload.unwrap_or_default(),
-            plugin,
-            plugin_file,
-            subprotocols: app.subprotocols,
-            allowed_origins: app
-                .allowed_origins
-                .unwrap_or_else(|| server.allowed_origins.clone()),
-            info_headers: app
-                .info_headers
-                .map(|names| names.iter().map(|n| n.to_ascii_lowercase()).collect())
-                .unwrap_or_else(|| DEFAULT_INFO_HEADERS.iter().map(|&n| n.to_owned()).collect()),
-            config_json,
-        });
-    }
-
-    let push = validate_push(raw.push, source, &apps, problems);
-    let health = validate_endpoint(
-        raw.health,
-        "health",
-        "/_/health",
-        &["0.0.0.0/0", "::/0"],
-        source,
-        problems,
-    );
-    let metrics = validate_endpoint(
-        raw.metrics,
-        "metrics",
-        "/_/metrics",
-        &["127.0.0.0/8", "::1"],
-        source,
-        problems,
-    );
-    let taken: Vec<&str> = apps
-        .iter()
-        .flat_map(|a| a.paths.iter().map(String::as_str))
-        .collect();
-    for (name, path) in [
-        ("push", &push.path),
-        ("health", &health.path),
-        ("metrics", &metrics.path),
-    ] {
-        if name != "push" && taken.contains(&path.as_str()) {
-            problems.push(source.problem(
-                None,
-                format!("{name}.path {path:?} is also the path of an app"),
-            ));
-        }
-    }
-    if push.path == health.path || push.path == metrics.path || health.path == metrics.path {
-        problems.push(source.problem(None, "push.path, health.path and metrics.path must differ"));
-    }
-    Config {
-        source: source.path.clone(),
-        server,
-        push,
-        health,
-        metrics,
-        apps,
-    }
-}
-
-/// An allow-list of addresses and networks from the config, or `default`;
-/// every entry that does not parse is a located problem.
-fn ip_nets(
-    list: Option<Vec<Spanned<String>>>,
-    default: &[&str],
-    source: &SourceFile,
-    problems: &mut Vec<ConfigProblem>,
-) -> Vec<ipnet::IpNet> {
-    let Some(list) = list else {
-        return default.iter().filter_map(|n| parse_ip_net(n)).collect();
-    };
-    list.into_iter()
-        .filter_map(|item| {
-            let net = parse_ip_net(item.get_ref());
-            if net.is_none() {
-                problems.push(source.problem(
-                    Some(item.span()),
-                    format!(
-                        "{:?} is not an IP address or network (expected \"127.0.0.1\", \"::1\" or \"10.0.0.0/8\")",
-                        item.get_ref()
-                    ),
-                ));
-            }
-            net
-        })
-        .collect()
-}
-
-fn validate_endpoint(
-    raw: RawEndpoint,
-    name: &str,
-    default_path: &str,
-    default_ips: &[&str],
-    source: &SourceFile,
-    problems: &mut Vec<ConfigProblem>,
-) -> EndpointConfig {
-    let path = match raw.path {
-        Some(path) if !path.get_ref().starts_with('/') => {
-            problems.push(source.problem(
-                Some(path.span()),
-                format!("{name}.path {:?} must start with '/'", path.get_ref()),
-            ));
-            default_path.to_owned()
-        }
-        Some(path) => path.into_inner(),
-        None => default_path.to_owned(),
-    };
-    let allowed_ips = ip_nets(raw.allowed_ips, default_ips, source, problems);
-    EndpointConfig { path, allowed_ips }
-}
-
-fn validate_push(
-    raw: RawPush,
-    source: &SourceFile,
-    apps: &[AppConfig],
-    problems: &mut Vec<ConfigProblem>,
-) -> PushConfig {
-    let path = match raw.path {
-        Some(path) => {
-            let span = path.span();
-            let path = path.into_inner();
-            if !path.starts_with('/') {
-                problems.push(source.problem(
-                    Some(span),
-                    format!("push path {path:?} must start with '/'"),
-                ));
-            } else if let Some(app) = apps.iter().find(|a| a.paths.contains(&path)) {
-                problems.push(source.problem(
-                    Some(span),
-                    format!(
-                        "push path {path:?} is also the path of an app (line {})",
-                        app.line
-                    ),
-                ));
-            }
-            path
-        }
-        None => DEFAULT_PUSH_PATH.to_owned(),
-    };
-    let token = match (raw.token, raw.token_env) {
-        (Some(token), Some(env)) => {
-            problems.push(source.problem(
-                Some(env.span()),
-                "set push.token or push.token_env, not both",
-            ));
-            Some(token.into_inner())
-        }
-        (Some(token), None) if token.get_ref().is_empty() => {
-            problems.push(source.problem(
-                Some(token.span()),
-                "push.token is empty (leave it out to use the IP allow-list alone)",
-            ));
-            None
-        }
-        (Some(token), None) => Some(token.into_inner()),
-        (None, Some(env)) => match std::env::var(env.get_ref()) {
-            Ok(token) if !token.is_empty() => Some(token),
-            _ => {
-                problems.push(source.problem(
-                    Some(env.span()),
-                    format!("push.token_env names the environment variable {}, which is not set or empty", env.get_ref()),
-                ));
-                None
-            }
-        },
-        (None, None) => None,
-    };
-    let allowed_ips = ip_nets(raw.allowed_ips, &["127.0.0.0/8", "::1"], source, problems);
-    let trusted_proxies = ip_nets(raw.trusted_proxies, &[], source, problems);
-    let max_body = match raw.max_body {
-        Some(v) if v.get_ref().0 == 0 => {
-            problems.push(source.problem(Some(v.span()), "push.max_body must be at least 1 byte"));
-            1 << 20
-        }
-        Some(v) => usize::try_from(v.into_inner().0).unwrap_or(usize::MAX),
-        None => 1 << 20,
-    };
-    let max_batch = match raw.max_batch {
-        Some(v) if *v.get_ref() == 0 => {
-            problems.push(source.problem(Some(v.span()), "push.max_batch must be at least 1"));
-            1000
-        }
-        Some(v) => v.into_inner(),
-        None => 1000,
-    };
-    PushConfig {
-        path,
-        token,
-        allowed_ips,
-        trusted_proxies,
-        max_body,
-        max_batch,
-    }
-}
-
-/// What is wrong with an app path, if anything.
-fn app_path_problem(path: &str) -> Option<String> {
-    if !path.starts_with('/') {
-        Some(format!("app path {path:?} must start with '/'"))
-    } else if path.starts_with(RESERVED_PREFIX) || path == "/_" {
-        Some(format!(
-            "app path {path:?} is reserved for the server's own endpoints ({RESERVED_PREFIX}...)"
-        ))
-    } else if path.contains(['?', '#', ' ']) {
-        Some(format!(
-            "app path {path:?} may not contain '?', '#' or spaces"
-        ))
-    } else {
-        None
-    }
-}
-
-/// `chat` → `libchat.so` (the platform's shared-library naming).
-pub fn plugin_file_name(name: &str) -> String {
-    format!(
-        "{}{name}{}",
-        std::env::consts::DLL_PREFIX,
-        std::env::consts::DLL_SUFFIX
-    )
-}
-
-/// Whether an `Origin` header value passes an allow-list (empty list: any origin).
-pub fn origin_allowed(allowed: &[String], origin: &str) -> bool {
-    allowed.is_empty()
-        || allowed
-            .iter()
-            .any(|a| a == "*" || a.eq_ignore_ascii_case(origin))
-}
-
-/// Whether an address is loopback (used for default allow-lists).
-pub fn is_loopback(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => v4.is_loopback(),
-        IpAddr::V6(v6) => {
-            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
         }
     }
 }
@@ -817,6 +222,20 @@ mod tests {
         assert_eq!(config.server.listen, "127.0.0.1:8080".parse().unwrap());
         assert_eq!(config.server.max_message_size, 16 << 20);
         assert!(config.apps.is_empty());
+    }
+
+    #[test]
+    fn app_config_keys_are_located_in_the_toml_file() {
+        let config = parse(
+            "[[app]]\npath = \"/chat\"\nplugin = \"chat\"\n[app.config]\nhistory = 50\nrooms = [{ name = \"a\" }]\n\n[[app]]\npath = \"/echo\"\nplugin = \"echo\"\n",
+        )
+        .unwrap();
+        let chat = &config.apps[0];
+        assert_eq!(chat.config_position("history"), Some((5, 1)));
+        assert_eq!(chat.config_position("rooms[0].name"), Some((6, 12)));
+        assert_eq!(chat.config_position(""), Some((4, 1)));
+        assert_eq!(chat.config_position("nope"), None);
+        assert_eq!(config.apps[1].config_position(""), Some((9, 1)));
     }
 
     #[test]
@@ -878,19 +297,15 @@ mod tests {
     }
 
     #[test]
-    fn app_config_becomes_json_and_plugin_names_become_files() {
+    fn app_config_becomes_json_and_plugins_are_named_or_files() {
         let config = parse(
             "[server]\nplugin_dir = \"plugins\"\n[[app]]\npath = \"/chat\"\nplugin = \"chat\"\n[app.config]\nhistory = 50\n",
         )
         .unwrap();
         let app = &config.apps[0];
         assert_eq!(app.config_json, r#"{"history":50}"#);
-        assert_eq!(
-            app.plugin_file,
-            PathBuf::from(".")
-                .join("plugins")
-                .join(plugin_file_name("chat"))
-        );
+        assert_eq!(app.plugin, PluginSpec::Named("chat".into()));
+        assert_eq!(config.server.plugin_dir, PathBuf::from(".").join("plugins"));
         assert_eq!(app.line, 4);
     }
 
@@ -920,7 +335,7 @@ mod tests {
                 .unwrap_err();
         assert_eq!(
             problems,
-            vec!["sb.toml:2:8: push path \"/chat\" is also the path of an app (line 4)"]
+            vec!["sb.toml:2:8: push.path \"/chat\" is also the path of an app (line 4)"]
         );
     }
 
@@ -942,10 +357,14 @@ mod tests {
     }
 
     #[test]
-    fn origins_are_matched_case_insensitively() {
-        assert!(origin_allowed(&[], "http://x"));
-        let list = vec!["https://a.example".to_owned()];
-        assert!(origin_allowed(&list, "https://A.example"));
-        assert!(!origin_allowed(&list, "https://b.example"));
+    fn the_servers_own_endpoints_may_not_clash() {
+        let problems = parse("[health]\npath = \"/_/push\"\n[app_list]\npath = \"/x\"\n[[app]]\npath = \"/x\"\nplugin = \"echo\"\n").unwrap_err();
+        assert_eq!(
+            problems,
+            vec![
+                "sb.toml:2:8: health.path \"/_/push\" is also push.path",
+                "sb.toml:4:8: app_list.path \"/x\" is also the path of an app (line 6)",
+            ]
+        );
     }
 }

@@ -2,9 +2,10 @@
 //!
 //! One `AppHost` exists per app instance and is cloned freely (it is an `Arc`
 //! inside). Every call works from any thread and never blocks: sends go into
-//! the connections' bounded outboxes. A message is copied out of the plugin's
-//! memory once (or not at all when it is part of the message being handled,
-//! see [`crate::inbound`]); broadcasts and publishes share that one buffer.
+//! the connections' bounded outboxes through [`Registry::deliver`], the same
+//! path the push API takes. A message is copied out of the plugin's memory once
+//! (or not at all when it is part of the message being handled, see
+//! [`crate::callback_scope`]); broadcasts and publishes share that one buffer.
 
 use std::sync::Arc;
 use std::time::UNIX_EPOCH;
@@ -19,8 +20,9 @@ use switchboard_plugin_api::abi::{
 use switchboard_plugin_api::ConnId;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
-use crate::outbox::{CloseRequest, QueueError};
-use crate::registry::{Registry, RegistryError};
+use crate::callback_scope;
+use crate::outbox::CloseRequest;
+use crate::registry::{Audience, Registry, RegistryError};
 
 /// Longest close reason a close frame can carry (125 bytes minus the code).
 pub const MAX_CLOSE_REASON: usize = 123;
@@ -39,23 +41,15 @@ pub struct ServerFacts {
 pub struct AppHost {
     registry: Arc<Registry>,
     app: Arc<str>,
-    max_outgoing_size: usize,
     facts: Arc<ServerFacts>,
 }
 
 impl AppHost {
-    /// A host over an app's registry; `max_outgoing_size` (the server's
-    /// `max_message_size`) bounds one message the app may send.
-    pub fn new(
-        registry: Arc<Registry>,
-        app: Arc<str>,
-        max_outgoing_size: usize,
-        facts: Arc<ServerFacts>,
-    ) -> Self {
+    /// A host over an app's registry.
+    pub fn new(registry: Arc<Registry>, app: Arc<str>, facts: Arc<ServerFacts>) -> Self {
         AppHost {
             registry,
             app,
-            max_outgoing_size,
             facts,
         }
     }
@@ -65,33 +59,36 @@ impl AppHost {
         Host_TO::from_ptr(RArc::new(self), TD_Opaque)
     }
 
-    fn message(&self, message: MessageRef<'_>) -> Result<Message, HostError> {
-        let len = match message {
-            MessageRef::Text(text) => text.len(),
-            MessageRef::Binary(bytes) => bytes.len(),
-        };
-        if len > self.max_outgoing_size {
-            return Err(error(
-                HostErrorKind::INVALID_ARGUMENT,
-                format!(
-                    "message of {len} bytes is larger than the server's max_message_size ({})",
-                    self.max_outgoing_size
-                ),
-            ));
+    fn deliver(
+        &self,
+        audience: Audience<'_>,
+        message: MessageRef<'_>,
+        except: ROption<ConnId>,
+    ) -> RResult<u64, HostError> {
+        result(
+            self.registry
+                .deliver(audience, to_message(message), except.into_option())
+                .map_err(HostError::from),
+        )
+    }
+}
+
+/// The message as the connection writes it: a shared slice of the message
+/// being handled when it is part of it, a copy otherwise.
+fn to_message(message: MessageRef<'_>) -> Message {
+    match message {
+        MessageRef::Text(text) => {
+            let shared = callback_scope::share_inbound(text.as_str().as_bytes())
+                .and_then(|b| Utf8Bytes::try_from(b).ok());
+            Message::Text(shared.unwrap_or_else(|| text.as_str().into()))
         }
-        Ok(match message {
-            MessageRef::Text(text) => {
-                let shared = crate::inbound::share(text.as_str().as_bytes())
-                    .and_then(|b| Utf8Bytes::try_from(b).ok());
-                Message::Text(shared.unwrap_or_else(|| text.as_str().into()))
-            }
-            MessageRef::Binary(bytes) => {
-                let bytes = bytes.as_slice();
-                Message::Binary(
-                    crate::inbound::share(bytes).unwrap_or_else(|| Bytes::copy_from_slice(bytes)),
-                )
-            }
-        })
+        MessageRef::Binary(bytes) => {
+            let bytes = bytes.as_slice();
+            Message::Binary(
+                callback_scope::share_inbound(bytes)
+                    .unwrap_or_else(|| Bytes::copy_from_slice(bytes)),
+            )
+        }
     }
 }
 
@@ -105,11 +102,10 @@ fn error(kind: HostErrorKind, message: String) -> HostError {
 impl From<RegistryError> for HostError {
     fn from(e: RegistryError) -> Self {
         let kind = match e {
-            RegistryError::UnknownConnection(_) | RegistryError::Queue(QueueError::Closed) => {
-                HostErrorKind::UNKNOWN_CONNECTION
-            }
+            RegistryError::UnknownConnection(_) => HostErrorKind::UNKNOWN_CONNECTION,
             RegistryError::ShutDown => HostErrorKind::SHUT_DOWN,
-            RegistryError::Queue(QueueError::Full) => HostErrorKind::QUEUE_FULL,
+            RegistryError::QueueFull => HostErrorKind::QUEUE_FULL,
+            RegistryError::TooLarge { .. } => HostErrorKind::INVALID_ARGUMENT,
         };
         error(kind, e.to_string())
     }
@@ -119,30 +115,32 @@ fn result<T>(r: Result<T, HostError>) -> RResult<T, HostError> {
     r.into()
 }
 
-fn except(conn: ROption<ConnId>) -> Option<ConnId> {
-    conn.into_option()
-}
-
 /// Whether a server may send this close code (RFC 6455 §7.4).
 pub fn is_sendable_close_code(code: u16) -> bool {
     matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
 }
 
-/// Checks a close code and reason an app or a backend asked for.
+/// Why a close an app asked for cannot be sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidClose {
+    /// The code is reserved or out of range.
+    #[error("close code {0} may not be sent (use 1000-1003, 1007-1014 or 3000-4999)")]
+    Code(u16),
+    /// The reason does not fit in a close frame.
+    #[error("close reason is {0} bytes; at most {MAX_CLOSE_REASON} fit in a close frame")]
+    ReasonTooLong(usize),
+}
+
+/// Checks a close code and reason an app asked for.
 ///
 /// # Errors
-/// A lowercase explanation of what is not allowed.
-pub fn close_request(code: u16, reason: &str) -> Result<CloseRequest, String> {
+/// What is not allowed.
+pub fn close_request(code: u16, reason: &str) -> Result<CloseRequest, InvalidClose> {
     if !is_sendable_close_code(code) {
-        return Err(format!(
-            "close code {code} may not be sent (use 1000-1003, 1007-1014 or 3000-4999)"
-        ));
+        return Err(InvalidClose::Code(code));
     }
     if reason.len() > MAX_CLOSE_REASON {
-        return Err(format!(
-            "close reason is {} bytes; at most {MAX_CLOSE_REASON} fit in a close frame",
-            reason.len()
-        ));
+        return Err(InvalidClose::ReasonTooLong(reason.len()));
     }
     Ok(CloseRequest {
         code,
@@ -152,23 +150,18 @@ pub fn close_request(code: u16, reason: &str) -> Result<CloseRequest, String> {
 
 impl Host for AppHost {
     fn send(&self, conn: ConnId, message: MessageRef<'_>) -> RResult<(), HostError> {
-        result(
-            self.message(message)
-                .and_then(|m| Ok(self.registry.send(conn, m)?)),
-        )
+        self.deliver(Audience::One(conn), message, ROption::RNone)
+            .map(|_| ())
     }
 
     fn broadcast(&self, message: MessageRef<'_>, skip: ROption<ConnId>) -> RResult<u64, HostError> {
-        result(
-            self.message(message)
-                .and_then(|m| Ok(self.registry.broadcast(&m, except(skip))?)),
-        )
+        self.deliver(Audience::All, message, skip)
     }
 
     fn close(&self, conn: ConnId, code: u16, reason: RStr<'_>) -> RResult<(), HostError> {
         result(
             close_request(code, reason.as_str())
-                .map_err(|m| error(HostErrorKind::INVALID_ARGUMENT, m))
+                .map_err(|e| error(HostErrorKind::INVALID_ARGUMENT, e.to_string()))
                 .and_then(|request| Ok(self.registry.close(conn, request)?)),
         )
     }
@@ -179,12 +172,13 @@ impl Host for AppHost {
 
     fn info(&self, conn: ConnId) -> RResult<ConnInfo, HostError> {
         result(self.registry.get(conn).map_err(HostError::from).map(|c| {
+            let h = &c.handshake;
             ConnInfo {
                 id: c.id,
-                peer: c.peer.to_string().into(),
-                path: RString::from(&*c.path),
-                query: c.query.as_str().into(),
-                headers: c
+                peer: h.peer.to_string().into(),
+                path: RString::from(&*h.path),
+                query: h.query.as_str().into(),
+                headers: h
                     .headers
                     .iter()
                     .map(|(name, value)| Header {
@@ -192,12 +186,12 @@ impl Host for AppHost {
                         value: value.as_str().into(),
                     })
                     .collect(),
-                subprotocol: c.subprotocol.as_deref().map(RString::from).into(),
+                subprotocol: h.subprotocol.as_deref().map(RString::from).into(),
                 connected_at_ms: c
                     .connected_at
                     .duration_since(UNIX_EPOCH)
                     .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-                data: c.data.as_str().into(),
+                data: h.data.as_str().into(),
             }
         }))
     }
@@ -224,10 +218,7 @@ impl Host for AppHost {
         message: MessageRef<'_>,
         skip: ROption<ConnId>,
     ) -> RResult<u64, HostError> {
-        result(
-            self.message(message)
-                .and_then(|m| Ok(self.registry.publish(group.as_str(), &m, except(skip))?)),
-        )
+        self.deliver(Audience::Group(group.as_str()), message, skip)
     }
 
     fn members(&self, group: RStr<'_>) -> RResult<RVec<ConnId>, HostError> {
@@ -305,8 +296,9 @@ mod tests {
         for code in [0, 999, 1004, 1005, 1006, 1015, 2000, 5000] {
             assert!(close_request(code, "").is_err(), "{code}");
         }
-        assert!(close_request(1000, &"x".repeat(124))
-            .unwrap_err()
-            .contains("at most 123"));
+        assert_eq!(
+            close_request(1000, &"x".repeat(124)),
+            Err(InvalidClose::ReasonTooLong(124))
+        );
     }
 }

@@ -5,12 +5,60 @@
 //! process, so a second plugin would silently be the first one again
 //! (abi_stable issue #92). abi_stable's own errors do not name the file; every
 //! error here does, first.
+//!
+//! The plugin-api version a plugin was built against is checked here before
+//! abi_stable's layout check, so that its refusal is one line instead of a
+//! layout dump. The rule is abi_stable's: a plugin may be built against this
+//! server's plugin-api version or a newer one of the same series (0.1.2 and
+//! later 0.1.x for a 0.1.2 server), never an older one. abi_stable's layout
+//! check lets the implementation (the plugin) have more trait methods and
+//! fields than the interface (the server) expects, never fewer, and the
+//! `Host` the server hands a plugin is such a trait object: a plugin built
+//! against an older plugin-api expects fewer `Host` methods than the server
+//! has, and is refused. A newer plugin loads; a `Host` method the server lacks
+//! answers the default the ABI defines for it.
 
 use std::path::{Path, PathBuf};
 
 use abi_stable::library::{lib_header_from_path, LibraryError, RootModuleError};
+use abi_stable::sabi_types::VersionNumber;
 use abi_stable::std_types::RStr;
 use switchboard_plugin_api::abi::{AppBox, HostBox, PluginModuleRef};
+use switchboard_plugin_api::API_VERSION;
+
+use crate::config::PluginSpec;
+
+/// The example plugins of the Switchboard repository, for the not-found hint.
+const EXAMPLE_PLUGINS: &[&str] = &[
+    "echo", "commands", "chat", "locks", "clock", "progress", "hub",
+];
+
+/// `chat` → `libchat.so` (the platform's shared-library naming).
+pub fn plugin_file_name(name: &str) -> String {
+    format!(
+        "{}{name}{}",
+        std::env::consts::DLL_PREFIX,
+        std::env::consts::DLL_SUFFIX
+    )
+}
+
+/// The file of the plugin an app names: `chat` is `libchat.so` in `plugin_dir`.
+pub fn plugin_file(plugin_dir: &Path, plugin: &PluginSpec) -> PathBuf {
+    match plugin {
+        PluginSpec::Named(name) => plugin_dir.join(plugin_file_name(name)),
+        PluginSpec::File(file) => file.clone(),
+    }
+}
+
+/// A plugin's constructor refused to build an app (its config, a failure or a panic).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("plugin {} refused to start: {message}", plugin.display())]
+pub struct NewAppError {
+    /// The plugin file.
+    pub plugin: PathBuf,
+    /// The constructor's message.
+    pub message: String,
+}
 
 /// Why a plugin file could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -35,9 +83,9 @@ pub enum LoadPluginError {
         /// The plugin file.
         path: PathBuf,
     },
-    /// Built against a plugin-api version this server cannot load.
+    /// Built against an older plugin-api version of an incompatible series.
     #[error(
-        "{}: built against switchboard-plugin-api {built_against}, but this server loads plugins built against {expected}; rebuild the plugin against switchboard-plugin-api {expected}",
+        "{}: built against switchboard-plugin-api {built_against}, but this server loads plugins built against {accepted}; rebuild the plugin against switchboard-plugin-api {server}",
         path.display()
     )]
     IncompatibleVersion {
@@ -45,8 +93,23 @@ pub enum LoadPluginError {
         path: PathBuf,
         /// The plugin-api version the plugin was built against.
         built_against: String,
-        /// The plugin-api version of this server.
-        expected: String,
+        /// The range this server loads (`0.1.0 to 0.1.2`).
+        accepted: String,
+        /// This server's plugin-api version.
+        server: String,
+    },
+    /// Built against an older plugin-api of this server's series.
+    #[error(
+        "{}: built against switchboard-plugin-api {built_against}, older than this server's {server}; rebuild the plugin against switchboard-plugin-api {server} (the ABI only grew, so its code needs no change)",
+        path.display()
+    )]
+    OlderVersion {
+        /// The plugin file.
+        path: PathBuf,
+        /// The plugin-api version the plugin was built against.
+        built_against: String,
+        /// This server's plugin-api version.
+        server: String,
     },
     /// The ABI types differ from this server's (the layout check failed).
     #[error("{}: built against an incompatible switchboard-plugin-api (its ABI types differ from this server's): {detail}", path.display())]
@@ -75,12 +138,23 @@ pub enum LoadPluginError {
 }
 
 fn hint_for(path: &Path) -> String {
-    match path.parent() {
-        Some(dir) if !dir.is_dir() => format!(" (plugin_dir {} does not exist)", dir.display()),
-        Some(_) => {
-            " (build it with `cargo build --release --workspace`, or check plugin_dir)".to_owned()
-        }
-        None => String::new(),
+    let Some(dir) = path.parent() else {
+        return String::new();
+    };
+    if !dir.is_dir() {
+        return format!(" (plugin_dir {} does not exist)", dir.display());
+    }
+    let file = path.file_name().and_then(|f| f.to_str()).unwrap_or("");
+    if EXAMPLE_PLUGINS
+        .iter()
+        .any(|name| plugin_file_name(name) == file)
+    {
+        " (the example plugins are built by `cargo build --release --workspace` in the Switchboard repository; or check plugin_dir)".to_owned()
+    } else {
+        format!(
+            " (build the plugin with `cargo build --release` and copy its {file} into {}, or give the file's path in `plugin`)",
+            dir.display()
+        )
     }
 }
 
@@ -137,8 +211,12 @@ impl Plugin {
         if !path.is_file() {
             return Err(LoadPluginError::NotFound { path });
         }
-        let module = lib_header_from_path(&path)
-            .and_then(|header| header.init_root_module::<PluginModuleRef>())
+        let header = lib_header_from_path(&path).map_err(|error| classify(path.clone(), error))?;
+        if let Ok(built_against) = VersionNumber::new(header.version_strings()) {
+            check_api_version(&path, built_against)?;
+        }
+        let module = header
+            .init_root_module::<PluginModuleRef>()
             .map_err(|error| classify(path.clone(), error))?;
         let m = module.manifest();
         let manifest = PluginManifest {
@@ -167,12 +245,65 @@ impl Plugin {
     /// Builds one app instance.
     ///
     /// # Errors
-    /// The constructor's message (a panic in it is caught inside the plugin).
-    pub fn new_app(&self, host: HostBox, config_json: &str) -> Result<AppBox, String> {
+    /// The constructor refused (a panic in it is caught inside the plugin).
+    pub fn new_app(&self, host: HostBox, config_json: &str) -> Result<AppBox, NewAppError> {
         (self.module.new_app())(host, RStr::from_str(config_json))
             .into_result()
-            .map_err(Into::into)
+            .map_err(|message| NewAppError {
+                plugin: self.path.clone(),
+                message: message.into_string(),
+            })
     }
+}
+
+/// This server's plugin-api version.
+fn server_api_version() -> VersionNumber {
+    let mut parts = API_VERSION.split('.').map(|p| p.parse().unwrap_or(0));
+    VersionNumber {
+        major: parts.next().unwrap_or(0),
+        minor: parts.next().unwrap_or(0),
+        patch: parts.next().unwrap_or(0),
+    }
+}
+
+/// Whether a plugin built against `plugin` may be loaded by a server built
+/// against `server`: the same compatible series (the same major version, and
+/// for 0.x the same minor) and not older.
+///
+/// # Errors
+/// `IncompatibleVersion` for another series, `OlderVersion` for an older plugin.
+fn check_api_version(path: &Path, plugin: VersionNumber) -> Result<(), LoadPluginError> {
+    let server = server_api_version();
+    let series = |v: &VersionNumber| {
+        if v.major == 0 {
+            (0, v.minor)
+        } else {
+            (v.major, 0)
+        }
+    };
+    if series(&plugin) != series(&server) {
+        let (major, minor) = series(&server);
+        let accepted = if major == 0 {
+            format!("0.{minor}.{} and later 0.{minor}.x", server.patch)
+        } else {
+            format!("{server} and later {major}.x")
+        };
+        return Err(LoadPluginError::IncompatibleVersion {
+            path: path.to_owned(),
+            built_against: plugin.to_string(),
+            accepted,
+            server: server.to_string(),
+        });
+    }
+    let as_tuple = |v: &VersionNumber| (v.major, v.minor, v.patch);
+    if as_tuple(&plugin) < as_tuple(&server) {
+        return Err(LoadPluginError::OlderVersion {
+            path: path.to_owned(),
+            built_against: plugin.to_string(),
+            server: server.to_string(),
+        });
+    }
+    Ok(())
 }
 
 fn classify(path: PathBuf, error: LibraryError) -> LoadPluginError {
@@ -182,6 +313,7 @@ fn classify(path: PathBuf, error: LibraryError) -> LoadPluginError {
             reason: err.to_string(),
         },
         LibraryError::GetSymbolError { .. } => LoadPluginError::NotAPlugin { path },
+        // Normally caught by `check_api_version` first.
         LibraryError::IncompatibleVersionNumber {
             expected_version,
             actual_version,
@@ -189,7 +321,8 @@ fn classify(path: PathBuf, error: LibraryError) -> LoadPluginError {
         } => LoadPluginError::IncompatibleVersion {
             path,
             built_against: actual_version.to_string(),
-            expected: format!("{}.{}.x", expected_version.major, expected_version.minor),
+            accepted: format!("{}.{}.x", expected_version.major, expected_version.minor),
+            server: expected_version.to_string(),
         },
         LibraryError::AbiInstability(report) => LoadPluginError::IncompatibleLayout {
             path,
@@ -246,6 +379,47 @@ mod tests {
         let line = one_line(&report);
         assert!(line.starts_with("line one line two é"));
         assert!(line.ends_with(" ...") && line.len() <= 604);
+    }
+
+    fn version(text: &str) -> VersionNumber {
+        let mut parts = text.split('.').map(|p| p.parse().unwrap());
+        VersionNumber {
+            major: parts.next().unwrap(),
+            minor: parts.next().unwrap(),
+            patch: parts.next().unwrap(),
+        }
+    }
+
+    #[test]
+    fn newer_plugins_of_the_series_load_and_older_ones_are_refused() {
+        let server = server_api_version();
+        let path = Path::new("libx.so");
+        assert!(check_api_version(path, server).is_ok());
+        let newer = version(&format!("0.{}.{}", server.minor, server.patch + 1));
+        assert!(check_api_version(path, newer).is_ok());
+        let older = version(&format!("0.{}.0", server.minor));
+        if server.patch > 0 {
+            let error = check_api_version(path, older).unwrap_err().to_string();
+            assert_eq!(
+                error,
+                format!("libx.so: built against switchboard-plugin-api {older}, older than this server's {server}; rebuild the plugin against switchboard-plugin-api {server} (the ABI only grew, so its code needs no change)")
+            );
+        }
+        let next_series = version(&format!("0.{}.0", server.minor + 1));
+        assert!(matches!(
+            check_api_version(path, next_series),
+            Err(LoadPluginError::IncompatibleVersion { .. })
+        ));
+        let error = check_api_version(path, version("0.0.1"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains(&format!(
+                "but this server loads plugins built against 0.{}.{} and later 0.{}.x",
+                server.minor, server.patch, server.minor
+            )),
+            "{error}"
+        );
     }
 
     #[test]

@@ -6,7 +6,9 @@
 //! [`CallbackFailure`]; the connection code then closes that one connection
 //! with 1011 and every other connection carries on.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use abi_stable::std_types::{RResult, RStr};
 use switchboard_plugin_api::abi::{
@@ -18,8 +20,24 @@ use switchboard_plugin_api::ConnId;
 use crate::config::AppConfig;
 use crate::metrics::{AppMetrics, Metrics};
 use crate::plugin::host::{AppHost, ServerFacts};
-use crate::plugin::loader::Plugin;
+use crate::plugin::loader::{NewAppError, Plugin};
 use crate::registry::Registry;
+
+/// Failures of one callback in a row, with no success of that callback
+/// between, after which `/_/health` reports the app as degraded.
+pub const DEGRADED_AFTER_FAILURES: u32 = 5;
+
+/// The callbacks whose failures are counted, each on its own: a poisoned lock
+/// can fail every `on_open` while `on_handshake` and `on_close` succeed.
+const CALLBACKS: [&str; 7] = [
+    "on_handshake",
+    "on_open",
+    "on_message",
+    "on_close",
+    "on_error",
+    "on_shutdown",
+    "on_push",
+];
 
 /// A callback failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -48,6 +66,27 @@ pub struct MountSettings {
     pub paths: Vec<String>,
 }
 
+/// The most recent callback failure, for `/_/health`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LastFailure {
+    /// Which callback.
+    pub callback: &'static str,
+    /// Its error or panic message.
+    pub message: String,
+    /// Whether it panicked.
+    pub panicked: bool,
+    /// When, in seconds since the Unix epoch.
+    pub at_unix_seconds: u64,
+}
+
+/// How an app's callbacks have been doing lately.
+#[derive(Debug, Default)]
+struct CallbackHealth {
+    /// Per callback (as in [`CALLBACKS`]): failures since its last success.
+    failures_in_a_row: [AtomicU32; CALLBACKS.len()],
+    last_failure: Mutex<Option<LastFailure>>,
+}
+
 /// One app instance on its path.
 pub struct MountedApp {
     path: Arc<str>,
@@ -57,6 +96,7 @@ pub struct MountedApp {
     metrics: Arc<Metrics>,
     app_metrics: AppMetrics,
     settings: MountSettings,
+    health: CallbackHealth,
 }
 
 impl std::fmt::Debug for MountedApp {
@@ -69,20 +109,21 @@ impl std::fmt::Debug for MountedApp {
 }
 
 impl MountedApp {
-    /// Builds the app instance for one `[[app]]` block.
+    /// Builds the app instance for one `[[app]]` block; messages it sends are
+    /// limited to `max_message_size`.
     ///
     /// # Errors
-    /// The plugin constructor's message (it refused its config, failed or panicked).
+    /// The plugin constructor refused its config, failed or panicked.
     pub fn new(
         config: &AppConfig,
         plugin: Arc<Plugin>,
-        max_outgoing_size: usize,
+        max_message_size: usize,
         facts: Arc<ServerFacts>,
         metrics: Arc<Metrics>,
-    ) -> Result<MountedApp, String> {
+    ) -> Result<MountedApp, NewAppError> {
         let path: Arc<str> = config.path.as_str().into();
-        let registry = Arc::new(Registry::default());
-        let host = AppHost::new(registry.clone(), path.clone(), max_outgoing_size, facts);
+        let registry = Arc::new(Registry::new(max_message_size));
+        let host = AppHost::new(registry.clone(), path.clone(), facts);
         let app = plugin.new_app(host.into_abi(), &config.config_json)?;
         let app_metrics = metrics.for_app(&config.path);
         Ok(MountedApp {
@@ -99,7 +140,26 @@ impl MountedApp {
                 ping_payload: config.ping_payload.clone(),
                 paths: config.paths.clone(),
             },
+            health: CallbackHealth::default(),
         })
+    }
+
+    /// Whether a callback keeps failing: its last [`DEGRADED_AFTER_FAILURES`]
+    /// calls or more failed, with no success since.
+    pub fn is_degraded(&self) -> bool {
+        self.health
+            .failures_in_a_row
+            .iter()
+            .any(|f| f.load(Ordering::Relaxed) >= DEGRADED_AFTER_FAILURES)
+    }
+
+    /// The most recent callback failure, if any.
+    pub fn last_failure(&self) -> Option<LastFailure> {
+        self.health
+            .last_failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The mount path.
@@ -112,7 +172,7 @@ impl MountedApp {
         &self.plugin
     }
 
-    /// Its open connections and groups.
+    /// Its metrics handles.
     pub fn metrics(&self) -> &AppMetrics {
         &self.app_metrics
     }
@@ -133,8 +193,25 @@ impl MountedApp {
         conn: Option<ConnId>,
         r: RResult<T, CallbackError>,
     ) -> Result<T, CallbackFailure> {
+        let index = CALLBACKS.iter().position(|c| *c == callback).unwrap_or(0);
+        let failures = &self.health.failures_in_a_row[index];
+        if r.is_ok() {
+            // A load first: the common case writes nothing to the shared line.
+            if failures.load(Ordering::Relaxed) != 0 {
+                failures.store(0, Ordering::Relaxed);
+            }
+        }
         r.into_result().map_err(|e| {
             let failure = CallbackFailure { callback, panicked: e.panicked, message: e.message.into_string() };
+            failures.fetch_add(1, Ordering::Relaxed);
+            *self.health.last_failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(LastFailure {
+                callback,
+                message: failure.message.clone(),
+                panicked: failure.panicked,
+                at_unix_seconds: SystemTime::now()
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs()),
+            });
             let app = &*self.path;
             let conn = conn.map(|c| c.to_string());
             self.metrics.callback_failed(app, callback, failure.panicked);

@@ -1,0 +1,88 @@
+//! Stage 1 of reading a config: the file's shape, as serde sees it. Unknown
+//! keys are refused here (with their line and column); values keep their
+//! spans so that stage 2 (`validate`) can locate its problems too.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::units::{ByteSize, HumanDuration};
+
+/// Stage 1: the file's shape.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    #[serde(default)]
+    pub(super) server: RawServer,
+    #[serde(default)]
+    pub(super) push: RawPush,
+    #[serde(default)]
+    pub(super) health: RawEndpoint,
+    #[serde(default)]
+    pub(super) metrics: RawEndpoint,
+    #[serde(default)]
+    pub(super) app_list: RawEndpoint,
+    #[serde(default)]
+    pub(super) app: Vec<RawApp>,
+}
+
+/// A status endpoint: where, and who may ask.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawEndpoint {
+    pub(super) path: Option<Spanned<String>>,
+    pub(super) allowed_ips: Option<Vec<Spanned<String>>>,
+}
+
+/// `[push]`.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPush {
+    pub(super) path: Option<Spanned<String>>,
+    pub(super) token: Option<Spanned<String>>,
+    pub(super) token_env: Option<Spanned<String>>,
+    pub(super) allowed_ips: Option<Vec<Spanned<String>>>,
+    pub(super) trusted_proxies: Option<Vec<Spanned<String>>>,
+    pub(super) max_body: Option<Spanned<ByteSize>>,
+    pub(super) max_batch: Option<Spanned<usize>>,
+}
+
+/// `[server]`.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawServer {
+    pub(super) listen: Option<Spanned<SocketAddr>>,
+    pub(super) plugin_dir: Option<PathBuf>,
+    pub(super) static_dir: Option<PathBuf>,
+    pub(super) max_message_size: Option<Spanned<ByteSize>>,
+    pub(super) max_frame_size: Option<Spanned<ByteSize>>,
+    pub(super) max_connections: Option<usize>,
+    pub(super) max_connections_per_ip: Option<usize>,
+    pub(super) allowed_origins: Option<Vec<String>>,
+    pub(super) handshake_timeout: Option<Spanned<HumanDuration>>,
+    pub(super) ping_interval: Option<Spanned<HumanDuration>>,
+    pub(super) close_timeout: Option<Spanned<HumanDuration>>,
+    pub(super) write_timeout: Option<Spanned<HumanDuration>>,
+    pub(super) shutdown_grace: Option<Spanned<HumanDuration>>,
+    pub(super) outbound_queue: Option<Spanned<usize>>,
+    pub(super) outbound_queue_bytes: Option<Spanned<ByteSize>>,
+    pub(super) read_buffer_size: Option<Spanned<ByteSize>>,
+}
+
+/// One `[[app]]`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawApp {
+    pub(super) path: Option<Spanned<String>>,
+    pub(super) paths: Option<Vec<Spanned<String>>>,
+    pub(super) plugin: Spanned<String>,
+    pub(super) ping_payload: Option<String>,
+    #[serde(default)]
+    pub(super) subprotocols: Vec<String>,
+    pub(super) allowed_origins: Option<Vec<String>>,
+    pub(super) info_headers: Option<Vec<String>>,
+    #[serde(default)]
+    pub(super) config: Option<Spanned<toml::Table>>,
+}

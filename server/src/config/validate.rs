@@ -1,0 +1,449 @@
+//! Stage 2 of reading a config: meaning. Defaults are applied, values are
+//! checked (one helper per kind of check: positive durations, lower bounds,
+//! endpoint paths, address lists, the push token), and the checks that need
+//! the whole file run once: app paths mounted twice, paths reserved for the
+//! server, and the server's own endpoints clashing with each other or an app.
+//! Every problem is collected, located, before the caller refuses the file.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use toml::Spanned;
+
+use super::raw::{RawApp, RawConfig, RawEndpoint, RawPush, RawServer};
+use super::source::{ConfigProblem, SourceFile};
+use super::units::{ByteSize, HumanDuration};
+use super::{
+    parse_ip_net, AppConfig, Config, EndpointConfig, PluginSpec, PushConfig, ServerConfig,
+    DEFAULT_INFO_HEADERS, RESERVED_PREFIX,
+};
+
+/// A byte range in the config file.
+type Span = std::ops::Range<usize>;
+
+/// The problems found so far, and the file they are located in.
+struct Checker<'a> {
+    source: &'a SourceFile,
+    problems: &'a mut Vec<ConfigProblem>,
+}
+
+impl Checker<'_> {
+    fn report(&mut self, span: Option<Span>, message: impl Into<String>) {
+        self.problems.push(self.source.problem(span, message));
+    }
+
+    /// A duration that must be greater than zero.
+    fn positive_duration(
+        &mut self,
+        value: Option<Spanned<HumanDuration>>,
+        default: Duration,
+    ) -> Duration {
+        match value {
+            Some(v) if v.get_ref().0.is_zero() => {
+                self.report(Some(v.span()), "a duration here must be greater than zero");
+                default
+            }
+            Some(v) => v.into_inner().0,
+            None => default,
+        }
+    }
+
+    /// A size of at least `min` bytes.
+    fn size_at_least(
+        &mut self,
+        value: Option<Spanned<ByteSize>>,
+        min: u64,
+        default: u64,
+        name: &str,
+    ) -> usize {
+        let bytes = match value {
+            Some(v) if v.get_ref().0 < min => {
+                let unit = if min == 1 { "byte" } else { "bytes" };
+                self.report(
+                    Some(v.span()),
+                    format!("{name} must be at least {min} {unit}"),
+                );
+                default
+            }
+            Some(v) => v.into_inner().0,
+            None => default,
+        };
+        usize::try_from(bytes).unwrap_or(usize::MAX)
+    }
+
+    /// A count of at least `min`.
+    fn count_at_least(
+        &mut self,
+        value: Option<Spanned<usize>>,
+        min: usize,
+        default: usize,
+        name: &str,
+    ) -> usize {
+        match value {
+            Some(v) if *v.get_ref() < min => {
+                self.report(Some(v.span()), format!("{name} must be at least {min}"));
+                default
+            }
+            Some(v) => v.into_inner(),
+            None => default,
+        }
+    }
+
+    /// The path of one of the server's endpoints: starts with `/`.
+    fn endpoint_path(
+        &mut self,
+        value: Option<Spanned<String>>,
+        name: &str,
+        default: &str,
+    ) -> (String, Option<Span>) {
+        match value {
+            Some(path) if !path.get_ref().starts_with('/') => {
+                self.report(
+                    Some(path.span()),
+                    format!("{name} {:?} must start with '/'", path.get_ref()),
+                );
+                (default.to_owned(), None)
+            }
+            Some(path) => {
+                let span = path.span();
+                (path.into_inner(), Some(span))
+            }
+            None => (default.to_owned(), None),
+        }
+    }
+
+    /// An allow-list of addresses and networks, or `default`; every entry that
+    /// does not parse is a problem.
+    fn ip_nets(
+        &mut self,
+        list: Option<Vec<Spanned<String>>>,
+        default: &[&str],
+    ) -> Vec<ipnet::IpNet> {
+        let Some(list) = list else {
+            return default.iter().filter_map(|n| parse_ip_net(n)).collect();
+        };
+        list.into_iter()
+            .filter_map(|item| {
+                let net = parse_ip_net(item.get_ref());
+                if net.is_none() {
+                    self.report(
+                        Some(item.span()),
+                        format!(
+                            "{:?} is not an IP address or network (expected \"127.0.0.1\", \"::1\" or \"10.0.0.0/8\")",
+                            item.get_ref()
+                        ),
+                    );
+                }
+                net
+            })
+            .collect()
+    }
+}
+
+/// The directory relative paths in the config are resolved against.
+fn base_dir(source: &SourceFile) -> PathBuf {
+    match source.path().parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// The directory of the running executable: where `cargo build` puts the plugins too.
+fn executable_dir() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(Path::to_owned))
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// Checks a whole file's raw shape and builds the typed config.
+pub(super) fn validate(
+    raw: RawConfig,
+    source: &SourceFile,
+    problems: &mut Vec<ConfigProblem>,
+) -> Config {
+    let mut check = Checker { source, problems };
+    let base = base_dir(source);
+    let server = validate_server(raw.server, &base, &mut check);
+    let config_keys = super::app_config::key_positions(source);
+    let mut first_mount: HashMap<String, usize> = HashMap::new();
+    let apps = raw
+        .app
+        .into_iter()
+        .enumerate()
+        .filter_map(|(index, app)| {
+            let keys = config_keys.get(index).cloned().unwrap_or_default();
+            validate_app(app, keys, &server, &base, &mut first_mount, &mut check)
+        })
+        .collect::<Vec<_>>();
+    let (push, push_span) = validate_push(raw.push, &mut check);
+    let (health, health_span) = validate_endpoint(
+        raw.health,
+        "health",
+        "/_/health",
+        &["0.0.0.0/0", "::/0"],
+        &mut check,
+    );
+    let (metrics, metrics_span) = validate_endpoint(
+        raw.metrics,
+        "metrics",
+        "/_/metrics",
+        &["127.0.0.0/8", "::1"],
+        &mut check,
+    );
+    let (app_list, apps_span) = validate_endpoint(
+        raw.app_list,
+        "app_list",
+        "/_/apps",
+        &["0.0.0.0/0", "::/0"],
+        &mut check,
+    );
+    check_endpoint_clashes(
+        &[
+            ("push.path", &push.path, push_span),
+            ("health.path", &health.path, health_span),
+            ("metrics.path", &metrics.path, metrics_span),
+            ("app_list.path", &app_list.path, apps_span),
+        ],
+        &apps,
+        &mut check,
+    );
+    Config {
+        source: source.path().to_owned(),
+        server,
+        push,
+        health,
+        metrics,
+        app_list,
+        apps,
+    }
+}
+
+fn validate_server(s: RawServer, base: &Path, check: &mut Checker<'_>) -> ServerConfig {
+    let max_message_size = check.size_at_least(s.max_message_size, 1, 16 << 20, "max_message_size");
+    let max_frame_size = check.size_at_least(
+        s.max_frame_size,
+        1,
+        max_message_size as u64,
+        "max_frame_size",
+    );
+    ServerConfig {
+        listen: s.listen.map_or(
+            SocketAddr::from(([127, 0, 0, 1], 8080)),
+            Spanned::into_inner,
+        ),
+        plugin_dir: s
+            .plugin_dir
+            .map_or_else(executable_dir, |dir| base.join(dir)),
+        static_dir: s.static_dir.map(|dir| base.join(dir)),
+        max_message_size,
+        max_frame_size: max_frame_size.min(max_message_size),
+        max_connections: s.max_connections.unwrap_or(10_000),
+        max_connections_per_ip: s.max_connections_per_ip.unwrap_or(0),
+        allowed_origins: s.allowed_origins.unwrap_or_default(),
+        handshake_timeout: check.positive_duration(s.handshake_timeout, Duration::from_secs(5)),
+        ping_interval: check.positive_duration(s.ping_interval, Duration::from_secs(30)),
+        close_timeout: check.positive_duration(s.close_timeout, Duration::from_secs(5)),
+        write_timeout: check.positive_duration(s.write_timeout, Duration::from_secs(10)),
+        shutdown_grace: check.positive_duration(s.shutdown_grace, Duration::from_secs(10)),
+        outbound_queue: check.count_at_least(s.outbound_queue, 1, 1024, "outbound_queue"),
+        outbound_queue_bytes: check.size_at_least(
+            s.outbound_queue_bytes,
+            1,
+            64 << 20,
+            "outbound_queue_bytes",
+        ),
+        read_buffer_size: check.size_at_least(s.read_buffer_size, 256, 4096, "read_buffer_size"),
+    }
+}
+
+/// What is wrong with an app path, if anything.
+fn app_path_problem(path: &str) -> Option<String> {
+    if !path.starts_with('/') {
+        Some(format!("app path {path:?} must start with '/'"))
+    } else if path.starts_with(RESERVED_PREFIX) || path == "/_" {
+        Some(format!(
+            "app path {path:?} is reserved for the server's own endpoints ({RESERVED_PREFIX}...)"
+        ))
+    } else if path.contains(['?', '#', ' ']) {
+        Some(format!(
+            "app path {path:?} may not contain '?', '#' or spaces"
+        ))
+    } else {
+        None
+    }
+}
+
+fn validate_app(
+    app: RawApp,
+    config_keys: Vec<(String, Span)>,
+    server: &ServerConfig,
+    base: &Path,
+    first_mount: &mut HashMap<String, usize>,
+    check: &mut Checker<'_>,
+) -> Option<AppConfig> {
+    let spanned_paths = match (app.path, app.paths) {
+        (Some(path), None) => vec![path],
+        (None, Some(paths)) if !paths.is_empty() => paths,
+        (Some(path), Some(_)) => {
+            check.report(Some(path.span()), "give an app `path` or `paths`, not both");
+            return None;
+        }
+        _ => {
+            check.report(
+                Some(app.plugin.span()),
+                "this app has no `path` (or `paths = [...]` to mount one instance on several paths)",
+            );
+            return None;
+        }
+    };
+    let line = check.source.line_of(spanned_paths[0].span().start);
+    let mut paths = Vec::new();
+    for spanned in spanned_paths {
+        let span = spanned.span();
+        let path = spanned.into_inner();
+        if let Some(problem) = app_path_problem(&path) {
+            check.report(Some(span), problem);
+        } else if let Some(first) = first_mount.get(&path) {
+            check.report(
+                Some(span),
+                format!("app path {path:?} is mounted twice (first at line {first})"),
+            );
+        } else {
+            first_mount.insert(path.clone(), check.source.line_of(span.start));
+        }
+        paths.push(path);
+    }
+
+    let plugin_span = app.plugin.span();
+    let plugin = app.plugin.into_inner();
+    let plugin = if plugin.is_empty() {
+        check.report(Some(plugin_span), "plugin name is empty");
+        PluginSpec::Named(plugin)
+    } else if plugin.contains('/') || plugin.ends_with(std::env::consts::DLL_SUFFIX) {
+        PluginSpec::File(base.join(&plugin))
+    } else {
+        PluginSpec::Named(plugin)
+    };
+
+    let (config_json, config_line) = match app.config {
+        Some(table) => {
+            let table_line = check.source.line_of(table.span().start);
+            match serde_json::to_string(table.get_ref()) {
+                Ok(json) => (json, table_line),
+                Err(e) => {
+                    check.report(
+                        Some(table.span()),
+                        format!("app config cannot be passed to the plugin as JSON: {e}"),
+                    );
+                    (String::new(), table_line)
+                }
+            }
+        }
+        None => ("{}".to_owned(), line),
+    };
+
+    Some(AppConfig {
+        path: paths[0].clone(),
+        paths,
+        line,
+        ping_payload: app.ping_payload.unwrap_or_default(),
+        plugin,
+        subprotocols: app.subprotocols,
+        allowed_origins: app
+            .allowed_origins
+            .unwrap_or_else(|| server.allowed_origins.clone()),
+        info_headers: app
+            .info_headers
+            .map(|names| names.iter().map(|n| n.to_ascii_lowercase()).collect())
+            .unwrap_or_else(|| DEFAULT_INFO_HEADERS.iter().map(|&n| n.to_owned()).collect()),
+        config_json,
+        config_line,
+        config_keys: config_keys
+            .into_iter()
+            .map(|(key, span)| (key, check.source.position(span.start)))
+            .collect(),
+    })
+}
+
+fn validate_endpoint(
+    raw: RawEndpoint,
+    name: &str,
+    default_path: &str,
+    default_ips: &[&str],
+    check: &mut Checker<'_>,
+) -> (EndpointConfig, Option<Span>) {
+    let (path, span) = check.endpoint_path(raw.path, &format!("{name}.path"), default_path);
+    let allowed_ips = check.ip_nets(raw.allowed_ips, default_ips);
+    (EndpointConfig { path, allowed_ips }, span)
+}
+
+fn validate_push(raw: RawPush, check: &mut Checker<'_>) -> (PushConfig, Option<Span>) {
+    let (path, span) = check.endpoint_path(raw.path, "push.path", super::DEFAULT_PUSH_PATH);
+    let token = match (raw.token, raw.token_env) {
+        (Some(token), Some(env)) => {
+            check.report(
+                Some(env.span()),
+                "set push.token or push.token_env, not both",
+            );
+            Some(token.into_inner())
+        }
+        (Some(token), None) if token.get_ref().is_empty() => {
+            check.report(
+                Some(token.span()),
+                "push.token is empty (leave it out to use the IP allow-list alone)",
+            );
+            None
+        }
+        (Some(token), None) => Some(token.into_inner()),
+        (None, Some(env)) => match std::env::var(env.get_ref()) {
+            Ok(token) if !token.is_empty() => Some(token),
+            _ => {
+                check.report(
+                    Some(env.span()),
+                    format!(
+                        "push.token_env names the environment variable {}, which is not set or empty",
+                        env.get_ref()
+                    ),
+                );
+                None
+            }
+        },
+        (None, None) => None,
+    };
+    let push = PushConfig {
+        path,
+        token,
+        allowed_ips: check.ip_nets(raw.allowed_ips, &["127.0.0.0/8", "::1"]),
+        trusted_proxies: check.ip_nets(raw.trusted_proxies, &[]),
+        max_body: check.size_at_least(raw.max_body, 1, 1 << 20, "push.max_body"),
+        max_batch: check.count_at_least(raw.max_batch, 1, 1000, "push.max_batch"),
+    };
+    (push, span)
+}
+
+/// The server's own endpoints must differ from each other and from every app path.
+fn check_endpoint_clashes(
+    endpoints: &[(&str, &String, Option<Span>)],
+    apps: &[AppConfig],
+    check: &mut Checker<'_>,
+) {
+    for (i, (name, path, span)) in endpoints.iter().enumerate() {
+        // An app on a reserved path is reported already.
+        let reserved = path.starts_with(RESERVED_PREFIX);
+        if let Some(app) = apps.iter().find(|a| !reserved && a.paths.contains(path)) {
+            check.report(
+                span.clone(),
+                format!(
+                    "{name} {path:?} is also the path of an app (line {})",
+                    app.line
+                ),
+            );
+        }
+        if let Some((other, ..)) = endpoints[..i].iter().find(|(_, p, _)| p == path) {
+            check.report(span.clone(), format!("{name} {path:?} is also {other}"));
+        }
+    }
+}

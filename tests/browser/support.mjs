@@ -39,6 +39,16 @@ plugin = "progress"
 demo_jobs = true
 demo_steps = 5
 demo_step_ms = 150
+
+[[app]]
+path = "/clock"
+plugin = "clock"
+[app.config]
+interval_ms = 100
+
+[[app]]
+paths = ["/hub", "/hub/web"]
+plugin = "hub"
 `;
 
 /** Starts the server (on `port`, 0 for any) and resolves with {url, port, stop}. */

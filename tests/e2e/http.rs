@@ -223,10 +223,18 @@ async fn connections_over_the_per_ip_limit_get_503() {
 async fn health_reports_apps_plugins_and_connections() {
     let server = TestServer::start(TestConfig::new()).await;
     let _client = server.ws("/echo").await;
-    let response = server.get("/_/health").await;
-    assert_eq!(status_line(&response), "HTTP/1.1 200 OK");
-    let body = response.split("\r\n\r\n").nth(1).unwrap();
-    let health: serde_json::Value = serde_json::from_str(body).unwrap();
+    // The connection registers once its task starts, just after the 101.
+    let mut health = serde_json::Value::Null;
+    for _ in 0..50 {
+        let response = server.get("/_/health").await;
+        assert_eq!(status_line(&response), "HTTP/1.1 200 OK");
+        let body = response.split("\r\n\r\n").nth(1).unwrap();
+        health = serde_json::from_str(body).unwrap();
+        if health["apps"]["/echo"]["connections"] == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(health["status"], "ok");
     assert_eq!(health["apps"]["/echo"]["connections"], 1);
     assert_eq!(health["apps"]["/commands"]["plugin"], "commands");

@@ -12,6 +12,8 @@ mod protocol;
 mod http;
 // Config and plugin errors, `check` and `plugins`.
 mod startup;
+// Plugins built against other plugin-api versions: a newer one is served.
+mod compat;
 // Many clients on several apps at once; shutdown.
 mod concurrency;
 // Every Host call, through the test-kit plugin.

@@ -164,3 +164,66 @@ async fn status_endpoints_move_and_keep_to_their_allow_lists() {
     let metrics = server.get("/_/metrics").await;
     assert!(metrics.starts_with("HTTP/1.1 403"), "{metrics}");
 }
+
+/// The `/_/health` document, parsed.
+async fn health(server: &TestServer) -> serde_json::Value {
+    let response = server.get("/_/health").await;
+    let body = response.split("\r\n\r\n").nth(1).unwrap_or("");
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {response}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn health_reports_an_app_whose_callbacks_keep_failing_as_degraded() {
+    let server = TestServer::start(kit_config("greeting = \"hi\"")).await;
+    // Four failures in a row: not yet degraded.
+    for _ in 0..4 {
+        let mut ws = server.ws("/kit?fail=open").await;
+        assert_eq!(expect_close(&mut ws).await.0, 1011);
+    }
+    let report = health(&server).await;
+    assert_eq!(report["status"], "ok", "{report}");
+    let mut ws = server.ws("/kit?fail=open").await;
+    assert_eq!(expect_close(&mut ws).await.0, 1011);
+    let report = health(&server).await;
+    assert_eq!(report["status"], "degraded", "{report}");
+    assert_eq!(report["apps"]["/kit"]["status"], "degraded", "{report}");
+    assert_eq!(report["apps"]["/kit2"]["status"], "ok", "{report}");
+    let failure = &report["apps"]["/kit"]["last_failure"];
+    assert_eq!(failure["callback"], "on_open", "{report}");
+    assert_eq!(failure["message"], "testkit was told to fail in on_open");
+    // One success and the app is well again; the last failure stays on record.
+    let mut ws = server.ws("/kit").await;
+    next(&mut ws).await;
+    let report = health(&server).await;
+    assert_eq!(report["status"], "ok", "{report}");
+    assert_eq!(
+        report["apps"]["/kit"]["last_failure"]["callback"],
+        "on_open"
+    );
+    ws.send(Message::Close(None)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_app_list_names_paths_plugins_and_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("echo.html"), "<p>echo</p>").unwrap();
+    let server = TestServer::start(
+        switchboard_tests::TestConfig::new()
+            .server(&format!("static_dir = {:?}", dir.path().display().to_string()))
+            .apps("[[app]]\npaths = [\"/echo\", \"/echo2\"]\nplugin = \"echo\"\n\n[[app]]\npath = \"/commands\"\nplugin = \"commands\"\n"),
+    )
+    .await;
+    let response = server.get("/_/apps").await;
+    let body: serde_json::Value =
+        serde_json::from_str(response.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(
+        body["apps"],
+        json!([
+            {"path": "/commands", "paths": ["/commands"], "plugin": "commands", "version": "0.1.0",
+             "description": body["apps"][0]["description"], "page": null},
+            {"path": "/echo", "paths": ["/echo", "/echo2"], "plugin": "echo", "version": "0.1.0",
+             "description": "Sends every text and binary message back unchanged", "page": "/echo.html"},
+        ]),
+        "{body}"
+    );
+}

@@ -124,11 +124,32 @@ async fn a_plugin_that_refuses_its_config_stops_start_up_naming_app_plugin_and_r
         text.contains("libfixture_testkit.so refused to start: the moon is in the wrong phase"),
         "{text}"
     );
-    let text = start_fails("no_such_setting = 1").await;
+    // A config error points at the offending key's line in the TOML file.
+    let text = start_fails("greeting = \"hi\"\nno_such_setting = 1").await;
+    let config = kit_config("greeting = \"hi\"\nno_such_setting = 1").render();
+    let line = config
+        .lines()
+        .position(|l| l.starts_with("no_such_setting"))
+        .unwrap()
+        + 1;
     assert!(
-        text.contains("app /kit: plugin ")
-            && text.contains("invalid app config: unknown field `no_such_setting`"),
-        "{text}"
+        text.contains(&format!("switchboard.toml:{line}:1: app /kit: plugin "))
+            && text.contains(
+                "invalid app config at `no_such_setting`: unknown field `no_such_setting`"
+            ),
+        "expected line {line} in:\n{text}"
+    );
+    let text = start_fails("greeting = 5").await;
+    let config = kit_config("greeting = 5").render();
+    let line = config
+        .lines()
+        .position(|l| l.starts_with("greeting"))
+        .unwrap()
+        + 1;
+    assert!(
+        text.contains(&format!("switchboard.toml:{line}:1: app /kit: plugin "))
+            && text.contains("invalid app config at `greeting`: invalid type: integer `5`"),
+        "expected line {line} in:\n{text}"
     );
 }
 

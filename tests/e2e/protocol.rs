@@ -116,7 +116,7 @@ async fn oversized_fragmented_message_closes_with_1009() {
 }
 
 /// Completes a WebSocket handshake on a raw socket and returns it.
-async fn raw_websocket(server: &TestServer, path: &str) -> TcpStream {
+pub(crate) async fn raw_websocket(server: &TestServer, path: &str) -> TcpStream {
     let mut stream = TcpStream::connect(server.addr).await.unwrap();
     let request = format!(
         "GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"

@@ -1,4 +1,6 @@
-use switchboard_tests::{output_text, plugin_path, run_command, target_dir, TestConfig};
+use switchboard_tests::{
+    abi_fixture, output_text, plugin_path, run_command, target_dir, TestConfig,
+};
 
 /// Runs `switchboard check` on a config; asserts it fails and returns what it printed.
 async fn check_fails(config: &str) -> String {
@@ -122,13 +124,18 @@ async fn a_file_that_is_not_a_shared_library_is_refused() {
     );
 }
 
+/// An app block mounting the plugin file at `path` on `/x`.
+fn app_with_file(path: &std::path::Path) -> String {
+    with_server(&format!(
+        "[[app]]\npath = \"/x\"\nplugin = {:?}\n",
+        path.display().to_string()
+    ))
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_shared_library_that_is_not_a_plugin_is_refused() {
-    let file = plugin_path("fixture_not_a_plugin");
-    let text = check_fails(&with_server(
-        "[[app]]\npath = \"/x\"\nplugin = \"fixture_not_a_plugin\"\n",
-    ))
-    .await;
+    let file = abi_fixture("fixture_not_a_plugin");
+    let text = check_fails(&app_with_file(&file)).await;
     assert!(
         text.contains(&format!("{}: not a Switchboard plugin", file.display())),
         "{text}"
@@ -136,15 +143,12 @@ async fn a_shared_library_that_is_not_a_plugin_is_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_plugin_built_against_an_older_plugin_api_is_refused_naming_both_versions() {
-    let file = plugin_path("fixture_old_api_plugin");
-    let text = check_fails(&with_server(
-        "[[app]]\npath = \"/x\"\nplugin = \"fixture_old_api_plugin\"\n",
-    ))
-    .await;
+async fn a_plugin_of_another_plugin_api_series_is_refused_naming_both_versions() {
+    let file = abi_fixture("fixture_old_api_plugin");
+    let text = check_fails(&app_with_file(&file)).await;
     let expected = format!(
-        "{}: built against switchboard-plugin-api 0.0.1, but this server loads plugins built against 0.1.x",
-        file.display()
+        "{}: built against switchboard-plugin-api 0.0.1, but this server loads plugins built against {SERVER_API} and later 0.1.x; rebuild the plugin against switchboard-plugin-api {SERVER_API}",
+        file.display(),
     );
     assert!(
         text.contains(&expected),
@@ -152,13 +156,32 @@ async fn a_plugin_built_against_an_older_plugin_api_is_refused_naming_both_versi
     );
 }
 
+/// The plugin-api version this build of the server loads.
+const SERVER_API: &str = "0.1.2";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plugin_built_against_an_older_plugin_api_is_refused_in_one_line() {
+    // A real plugin, built against a frozen copy of plugin-api 0.1.1.
+    let file = abi_fixture("fixture_abi_0_1_1");
+    let text = check_fails(&app_with_file(&file)).await;
+    let expected = format!(
+        "switchboard.toml:5: app /x: {}: built against switchboard-plugin-api 0.1.1, older than this server's {SERVER_API}; rebuild the plugin against switchboard-plugin-api {SERVER_API} (the ABI only grew, so its code needs no change)\n",
+        file.display()
+    );
+    assert!(
+        text.contains(&expected),
+        "expected {expected:?} in:\n{text}"
+    );
+    assert!(
+        text.lines().all(|line| line.len() < 400),
+        "no layout dump:\n{text}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_plugin_with_a_different_abi_layout_is_refused() {
-    let file = plugin_path("fixture_mismatched_plugin");
-    let text = check_fails(&with_server(
-        "[[app]]\npath = \"/x\"\nplugin = \"fixture_mismatched_plugin\"\n",
-    ))
-    .await;
+    let file = abi_fixture("fixture_mismatched_plugin");
+    let text = check_fails(&app_with_file(&file)).await;
     let expected = format!(
         "{}: built against an incompatible switchboard-plugin-api",
         file.display()
@@ -171,9 +194,10 @@ async fn a_plugin_with_a_different_abi_layout_is_refused() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_problem_is_reported_before_refusing_to_serve() {
-    let config = with_server(
-        "[[app]]\npath = \"/a\"\nplugin = \"missing_one\"\n\n[[app]]\npath = \"/b\"\nplugin = \"fixture_not_a_plugin\"\n\n[[app]]\npath = \"/echo\"\nplugin = \"echo\"\n",
-    );
+    let config = with_server(&format!(
+        "[[app]]\npath = \"/a\"\nplugin = \"missing_one\"\n\n[[app]]\npath = \"/b\"\nplugin = {:?}\n\n[[app]]\npath = \"/echo\"\nplugin = \"echo\"\n",
+        abi_fixture("fixture_not_a_plugin").display().to_string()
+    ));
     // `serve` (the default command) refuses to start, too.
     let output = run_command(&[], &config).await;
     let text = output_text(&output);
@@ -192,8 +216,11 @@ async fn every_problem_is_reported_before_refusing_to_serve() {
 #[tokio::test(flavor = "multi_thread")]
 async fn plugins_lists_manifests_and_load_errors() {
     let dir = tempfile::tempdir().unwrap();
-    for name in ["echo", "commands", "fixture_not_a_plugin"] {
-        let file = plugin_path(name);
+    for file in [
+        plugin_path("echo"),
+        plugin_path("commands"),
+        abi_fixture("fixture_not_a_plugin"),
+    ] {
         std::fs::copy(&file, dir.path().join(file.file_name().unwrap())).unwrap();
     }
     let output = run_command(&["plugins", dir.path().to_str().unwrap()], "").await;
@@ -202,13 +229,73 @@ async fn plugins_lists_manifests_and_load_errors() {
         !output.status.success(),
         "one file is not a plugin, so the listing fails:\n{text}"
     );
-    assert!(text.contains("libecho.so: echo 0.1.0 (plugin-api 0.1.1): Sends every text and binary message back unchanged"), "{text}");
+    assert!(text.contains("libecho.so: echo 0.1.0 (plugin-api 0.1.2): Sends every text and binary message back unchanged"), "{text}");
     assert!(
-        text.contains("libcommands.so: commands 0.1.0 (plugin-api 0.1.1)"),
+        text.contains("libcommands.so: commands 0.1.0 (plugin-api 0.1.2)"),
         "{text}"
     );
     assert!(
         text.contains("libfixture_not_a_plugin.so: not a Switchboard plugin"),
         "{text}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn plugins_in_the_build_directory_are_all_real_plugins() {
+    // The broken fixtures are built elsewhere, so listing the directory the
+    // default config loads plugins from shows no failure.
+    let output = run_command(&["plugins", target_dir().to_str().unwrap()], "").await;
+    let text = output_text(&output);
+    assert!(output.status.success(), "{text}");
+    for name in [
+        "echo", "commands", "chat", "locks", "clock", "progress", "hub",
+    ] {
+        assert!(
+            text.contains(&format!("lib{name}.so: {name} ")),
+            "{name}:\n{text}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_config_file_is_reported_once() {
+    let output = tokio::process::Command::new(switchboard_tests::binary())
+        .args(["--config", "/nonexistent/switchboard.toml", "check"])
+        .output()
+        .await
+        .unwrap();
+    let text = output_text(&output);
+    assert!(!output.status.success());
+    assert_eq!(
+        text.trim(),
+        "error: invalid configuration: cannot read config file /nonexistent/switchboard.toml: No such file or directory (os error 2)"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_names_every_path_of_an_app_and_logs_no_mounts() {
+    let output = run_command(
+        &["check"],
+        &with_server("[[app]]\npaths = [\"/a\", \"/b\"]\nplugin = \"echo\"\n"),
+    )
+    .await;
+    let text = output_text(&output);
+    assert!(output.status.success(), "{text}");
+    assert!(text.contains("/a, /b -> echo 0.1.0"), "{text}");
+    assert!(!text.contains("app mounted"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_third_party_plugin_that_is_missing_gets_a_build_hint_of_its_own() {
+    let text = check_fails(&with_server(
+        "[[app]]\npath = \"/mine\"\nplugin = \"my_plugin\"\n",
+    ))
+    .await;
+    assert!(
+        text.contains(
+            "(build the plugin with `cargo build --release` and copy its libmy_plugin.so into"
+        ),
+        "{text}"
+    );
+    assert!(!text.contains("--workspace"), "{text}");
 }

@@ -2,20 +2,17 @@
 //! standalone crate, drop the library into a plugin folder, mount it, talk to it.
 
 use std::path::Path;
-use std::process::Command;
 
-use switchboard_tests::{target_dir, TestConfig, TestServer};
+use switchboard_tests::{cargo, fixture_target_dir, TestConfig, TestServer};
 
 use crate::util::{next_text, send_text};
 
-#[tokio::test(flavor = "multi_thread")]
-async fn the_plugin_template_builds_installs_and_serves() {
+/// A copy of the template, as an author would make, with the workspace's lock
+/// file so the same dependency versions are used; returns the crate's directory.
+fn copy_template(work: &Path) -> std::path::PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let template = root.join("examples/plugin-template");
-    // A copy, as an author would make, with the workspace's lock file so the
-    // same dependency versions are used.
-    let work = tempfile::tempdir().unwrap();
-    let copy = work.path().join("my-plugin");
+    let copy = work.join("my-plugin");
     std::fs::create_dir_all(copy.join("src")).unwrap();
     let manifest = std::fs::read_to_string(template.join("Cargo.toml"))
         .unwrap()
@@ -26,15 +23,17 @@ async fn the_plugin_template_builds_installs_and_serves() {
     std::fs::write(copy.join("Cargo.toml"), manifest).unwrap();
     std::fs::copy(template.join("src/lib.rs"), copy.join("src/lib.rs")).unwrap();
     std::fs::copy(root.join("Cargo.lock"), copy.join("Cargo.lock")).unwrap();
+    copy
+}
 
-    let build_dir = target_dir().join("plugin-template-build");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let output = Command::new(cargo)
-        .args(["build", "--offline", "--manifest-path"])
-        .arg(copy.join("Cargo.toml"))
-        .env("CARGO_TARGET_DIR", &build_dir)
-        .output()
-        .expect("run cargo");
+#[tokio::test(flavor = "multi_thread")]
+async fn the_plugin_template_builds_installs_and_serves() {
+    let work = tempfile::tempdir().unwrap();
+    let copy = copy_template(work.path());
+    // Built next to the ABI fixtures, sharing their dependencies, as
+    // docs/plugins.md suggests for plugins built outside the workspace.
+    let build_dir = fixture_target_dir();
+    let output = cargo(&["build"], &copy.join("Cargo.toml"));
     assert!(
         output.status.success(),
         "building the template failed:\n{}",
@@ -58,4 +57,21 @@ async fn the_plugin_template_builds_installs_and_serves() {
     assert!(next_text(&mut ws).await.starts_with("welcome "));
     send_text(&mut ws, "stressed").await;
     assert_eq!(next_text(&mut ws).await, "<< desserts");
+}
+
+#[test]
+fn a_plugin_built_with_panic_abort_does_not_compile() {
+    // With panic = "abort" one panic would end the server; export_app! refuses.
+    let work = tempfile::tempdir().unwrap();
+    let copy = copy_template(work.path());
+    let output = cargo(
+        &["check", "--config", "profile.dev.panic=\"abort\""],
+        &copy.join("Cargo.toml"),
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("a Switchboard plugin must be built with panic = \"unwind\""),
+        "{stderr}"
+    );
 }

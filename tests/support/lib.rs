@@ -51,6 +51,58 @@ pub fn plugin_path(name: &str) -> PathBuf {
     ))
 }
 
+/// Where the ABI fixtures (`tests/abi-fixtures`, a workspace of their own)
+/// and other plugins the tests build as standalone crates are built.
+pub fn fixture_target_dir() -> PathBuf {
+    target_dir()
+        .parent()
+        .expect("target directory")
+        .join("abi-fixtures")
+}
+
+/// Runs cargo with `args` for a standalone crate or workspace, building into
+/// [`fixture_target_dir`] with the workspace's locked dependency versions
+/// (offline: the workspace build has fetched them already).
+pub fn cargo(args: &[&str], manifest: &Path) -> Output {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    std::process::Command::new(cargo)
+        .args(args)
+        .args(["--offline", "--manifest-path"])
+        .arg(manifest)
+        .env("CARGO_TARGET_DIR", fixture_target_dir())
+        .output()
+        .expect("run cargo")
+}
+
+/// A plugin of `tests/abi-fixtures` (`fixture_not_a_plugin`, ...), built on
+/// first use (once per test process; cargo's own lock covers the rest).
+pub fn abi_fixture(name: &str) -> PathBuf {
+    static BUILT: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    let built = BUILT.get_or_init(|| {
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("abi-fixtures");
+        for manifest in [
+            fixtures.join("Cargo.toml"),
+            fixtures.join("legacy-0.1.1/Cargo.toml"),
+        ] {
+            let output = cargo(&["build"], &manifest);
+            if !output.status.success() {
+                return Err(String::from_utf8_lossy(&output.stderr).into_owned());
+            }
+        }
+        Ok(())
+    });
+    if let Err(stderr) = built {
+        panic!("building tests/abi-fixtures failed:\n{stderr}");
+    }
+    let path = fixture_target_dir().join("debug").join(format!(
+        "{}{name}{}",
+        std::env::consts::DLL_PREFIX,
+        std::env::consts::DLL_SUFFIX
+    ));
+    assert!(path.exists(), "{} was not built", path.display());
+    path
+}
+
 /// The switchboard binary.
 pub fn binary() -> PathBuf {
     artifact(&format!("switchboard{}", std::env::consts::EXE_SUFFIX))

@@ -291,6 +291,27 @@ pub trait App: Send + Sync {
         let _ = push;
         RResult::ROk(PushVerdict::deliver())
     }
+
+    /// A reload in `migrate` mode is about to replace this instance: return
+    /// the state the next instance should start from (the plugin's own
+    /// format), or nothing to let it start empty. No callback of this
+    /// instance runs from now on, except `on_shutdown`.
+    ///
+    /// Added in 0.1.3.
+    fn save_state(&self) -> RResult<ROption<RVec<u8>>, CallbackError> {
+        RResult::ROk(ROption::RNone)
+    }
+
+    /// A connection opened on the instance this one replaced (a reload in
+    /// `migrate` mode) now belongs to this instance, with the same id, groups
+    /// and handshake data. Comes once per such connection, before any other
+    /// callback for it.
+    ///
+    /// Added in 0.1.3.
+    fn on_resume(&self, conn: ConnId) -> RResult<(), CallbackError> {
+        let _ = conn;
+        RResult::ROk(())
+    }
 }
 
 /// Who a push is addressed to: an open newtype so that kinds can be added.
@@ -498,6 +519,15 @@ pub struct PluginModule {
     /// object); called once per mounted app.
     #[sabi(last_prefix_field)]
     pub new_app: extern "C" fn(host: HostBox, config_json: RStr<'_>) -> RResult<AppBox, RString>,
+    /// Builds one app instance with the state its predecessor saved
+    /// (`App::save_state`), when a reload replaces one.
+    ///
+    /// Added in 0.1.3.
+    pub new_app_with_state: extern "C" fn(
+        host: HostBox,
+        config_json: RStr<'_>,
+        saved_state: ROption<RSlice<'_, u8>>,
+    ) -> RResult<AppBox, RString>,
 }
 
 impl RootModule for PluginModuleRef {

@@ -33,6 +33,7 @@ use crate::callback_scope;
 use crate::limits::ConnectionSlot;
 use crate::metrics::AppMetrics;
 use crate::outbox::{CloseRequest, OutboxEvent, OutboxReceiver};
+use crate::plugin::mount::InstanceCache;
 use crate::plugin::MountedApp;
 use crate::registry::Connection;
 
@@ -144,7 +145,13 @@ where
     app.metrics().open.inc();
     tracing::debug!("connection open");
 
-    let mut step = match callback_scope::enter(outbox.scope_id(), None, || app.on_open(id)) {
+    let mut instance = app.instance_cache();
+    let opened = app
+        .call(&connection.in_callback, &mut instance, |app| {
+            callback_scope::enter(outbox.scope_id(), None, || app.on_open(id))
+        })
+        .await;
+    let mut step = match opened {
         Ok(()) => Step::Continue,
         Err(_) => Step::Close(internal_error()),
     };
@@ -216,12 +223,12 @@ where
                 pacing.heard();
                 match incoming {
                     Some(Ok(message)) => {
-                        let frame = on_frame(&app, id, &outbox, &mut ws, message, closing.is_some());
+                        let frame = on_frame(Caller { app: &app, connection: &connection, instance: &mut instance }, &outbox, &mut ws, message, closing.is_some());
                         within(settings.write_timeout, frame)
                             .await
                             .unwrap_or_else(write_timed_out)
                     }
-                    Some(Err(error)) => on_read_error(&app, id, error, closing.is_some()),
+                    Some(Err(error)) => on_read_error(&app, id, error, closing.is_some()).await,
                     None => Step::End(Ending::new(1006, "connection closed")),
                 }
             }
@@ -256,7 +263,8 @@ where
     app.metrics().open.dec();
     outbox.close();
     tracing::debug!(code = ending.code, reason = %ending.reason, "connection closed");
-    app.on_close(id, ending.code, &ending.reason);
+    app.call_shared(|app| app.on_close(id, ending.code, &ending.reason))
+        .await;
     drop(slot);
 }
 
@@ -401,10 +409,16 @@ where
     let _ = ws.flush().await;
 }
 
+/// What calling one of a connection's own callbacks needs.
+struct Caller<'a> {
+    app: &'a MountedApp,
+    connection: &'a Connection,
+    instance: &'a mut InstanceCache,
+}
+
 /// Handles one frame from the client.
 async fn on_frame<S>(
-    app: &MountedApp,
-    id: ConnId,
+    caller: Caller<'_>,
     outbox: &OutboxReceiver,
     ws: &mut WebSocketStream<S>,
     message: Message,
@@ -413,6 +427,12 @@ async fn on_frame<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let Caller {
+        app,
+        connection,
+        instance,
+    } = caller;
+    let id = connection.id;
     if message.is_text() || message.is_binary() {
         app.metrics().messages_in.inc();
         app.metrics().bytes_in.inc_by(message.len() as u64);
@@ -421,13 +441,21 @@ where
         // After our close frame, data is discarded (RFC 6455 §1.4).
         Message::Text(_) | Message::Binary(_) if closing => Ok(()),
         Message::Text(text) => {
-            callback_scope::enter(outbox.scope_id(), Some(text.as_ref()), || {
-                app.on_message(id, MessageRef::Text(RStr::from_str(text.as_str())))
+            app.call(&connection.in_callback, instance, |app| {
+                callback_scope::enter(outbox.scope_id(), Some(text.as_ref()), || {
+                    app.on_message(id, MessageRef::Text(RStr::from_str(text.as_str())))
+                })
             })
+            .await
         }
-        Message::Binary(bytes) => callback_scope::enter(outbox.scope_id(), Some(bytes), || {
-            app.on_message(id, MessageRef::Binary(RSlice::from_slice(bytes)))
-        }),
+        Message::Binary(bytes) => {
+            app.call(&connection.in_callback, instance, |app| {
+                callback_scope::enter(outbox.scope_id(), Some(bytes), || {
+                    app.on_message(id, MessageRef::Binary(RSlice::from_slice(bytes)))
+                })
+            })
+            .await
+        }
         Message::Close(frame) => {
             // tungstenite queued the close reply; send it now.
             let _ = ws.flush().await;
@@ -447,7 +475,7 @@ where
 }
 
 /// Maps a read error to the close code RFC 6455 asks for.
-fn on_read_error(app: &MountedApp, id: ConnId, error: WsError, closing: bool) -> Step {
+async fn on_read_error(app: &MountedApp, id: ConnId, error: WsError, closing: bool) -> Step {
     let (code, reason) = match &error {
         WsError::ConnectionClosed | WsError::AlreadyClosed => {
             return Step::End(Ending::new(1005, ""))
@@ -466,7 +494,8 @@ fn on_read_error(app: &MountedApp, id: ConnId, error: WsError, closing: bool) ->
         _ => (1011, "internal error"),
     };
     tracing::debug!(%error, code, "closing on client error");
-    app.on_error(id, &error.to_string());
+    let text = error.to_string();
+    app.call_shared(|app| app.on_error(id, &text)).await;
     Step::Abort(CloseRequest {
         code,
         reason: reason.to_owned(),

@@ -107,7 +107,7 @@ where
         }
     }
     if let Some(app) = server.app(&path) {
-        return crate::upgrade::upgrade::<S>(request, peer, server, app.clone(), slot);
+        return crate::upgrade::upgrade::<S>(request, peer, server, app, slot).await;
     }
     let config = server.config();
     if path == config.push.path {

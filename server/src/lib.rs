@@ -12,11 +12,13 @@
 //!
 //! - [`listener`]: serving a bound listener: the accept loop, one tracing span
 //!   per connection, and the shutdown sequence.
+//! - [`control`]: what asks for a reload: SIGHUP, the control socket, `--watch`.
 //! - [`http`]: hyper on each connection; routing by path.
 //! - [`upgrade`]: RFC 6455 handshake checks, the app's verdict, the 101, and
 //!   the WebSocket session that follows (registry entry, stream, task).
 //! - [`push`]: the push API, for backends to reach connections, groups, apps.
 //! - [`static_files`]: the pages under `static_dir`.
+//! - [`reload`]: new plugin builds and config without dropping a client.
 //! - [`server`]: the running server's state: mounted apps, shared settings,
 //!   limits, metrics, shutdown token and task tracker; `/_/health`.
 //! - [`connection`]: one WebSocket: reads, writes, pings, close handshake.
@@ -29,6 +31,7 @@
 //! - [`limits`]: connection limits in total and per IP address.
 //! - [`metrics`]: Prometheus metrics, counted with atomic handles.
 //! - [`config`]: the TOML file, checked, with file:line:column errors.
+//! - [`runtime_dir`]: where the server keeps plugin copies and its control socket.
 //! - [`response`]: the server's own plain-text and JSON responses.
 
 #![forbid(unsafe_code)]
@@ -36,6 +39,7 @@
 pub mod callback_scope;
 pub mod config;
 pub mod connection;
+pub mod control;
 pub mod http;
 pub mod limits;
 pub mod listener;
@@ -44,7 +48,9 @@ pub mod outbox;
 pub mod plugin;
 pub mod push;
 pub mod registry;
+pub mod reload;
 pub mod response;
+pub mod runtime_dir;
 pub mod server;
 pub mod static_files;
 pub mod upgrade;

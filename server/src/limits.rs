@@ -20,13 +20,13 @@ pub enum LimitExceeded {
 /// The counters behind the limits.
 #[derive(Debug)]
 pub struct ConnectionLimits {
-    max_total: usize,
-    max_per_ip: usize,
     counts: Mutex<Counts>,
 }
 
 #[derive(Debug, Default)]
 struct Counts {
+    max_total: usize,
+    max_per_ip: usize,
     total: usize,
     per_ip: HashMap<IpAddr, usize>,
 }
@@ -52,9 +52,11 @@ impl ConnectionLimits {
     /// Limits of `max_total` connections and `max_per_ip` per address (0 = no per-address limit).
     pub fn new(max_total: usize, max_per_ip: usize) -> Arc<Self> {
         Arc::new(ConnectionLimits {
-            max_total,
-            max_per_ip,
-            counts: Mutex::default(),
+            counts: Mutex::new(Counts {
+                max_total,
+                max_per_ip,
+                ..Counts::default()
+            }),
         })
     }
 
@@ -68,11 +70,12 @@ impl ConnectionLimits {
     /// Which limit is reached.
     pub fn acquire(self: &Arc<Self>, ip: IpAddr) -> Result<ConnectionSlot, LimitExceeded> {
         let mut counts = self.counts();
-        if counts.total >= self.max_total {
+        if counts.total >= counts.max_total {
             return Err(LimitExceeded::Total);
         }
+        let max_per_ip = counts.max_per_ip;
         let from_ip = counts.per_ip.entry(ip).or_default();
-        if self.max_per_ip > 0 && *from_ip >= self.max_per_ip {
+        if max_per_ip > 0 && *from_ip >= max_per_ip {
             return Err(LimitExceeded::PerIp);
         }
         *from_ip += 1;
@@ -81,6 +84,13 @@ impl ConnectionLimits {
             limits: self.clone(),
             ip,
         })
+    }
+
+    /// Changes the limits (a reload); connections already open stay.
+    pub fn set(&self, max_total: usize, max_per_ip: usize) {
+        let mut counts = self.counts();
+        counts.max_total = max_total;
+        counts.max_per_ip = max_per_ip;
     }
 
     /// Connections open now.

@@ -14,6 +14,7 @@ use switchboard::config::Config;
 use switchboard::plugin::loader::plugin_files;
 use switchboard::plugin::Plugin;
 use switchboard::server::Server;
+use switchboard::{control, runtime_dir};
 use tracing_subscriber::EnvFilter;
 
 /// A WebSocket application server whose apps are plugins.
@@ -23,6 +24,10 @@ struct Cli {
     /// The config file.
     #[arg(short, long, global = true, default_value = "config/switchboard.toml")]
     config: PathBuf,
+    /// Reload by itself when the config or a plugin file changes (also
+    /// `watch = true` in `[server]`): for development.
+    #[arg(long, global = true)]
+    watch: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -38,6 +43,9 @@ enum Command {
         /// The directory (default: the config's plugin_dir).
         dir: Option<PathBuf>,
     },
+    /// Ask the server serving the config file to reload it and its plugins,
+    /// and print what changed (exits non-zero when the reload is refused).
+    Reload,
 }
 
 fn main() -> ExitCode {
@@ -50,7 +58,8 @@ fn main() -> ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     let result = match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => serve(&cli.config),
+        Command::Serve => serve(&cli.config, cli.watch),
+        Command::Reload => reload(&cli.config),
         Command::Check => check(&cli.config),
         Command::Plugins { dir } => plugins(&cli.config, dir),
     };
@@ -63,13 +72,24 @@ fn main() -> ExitCode {
     }
 }
 
-fn load(config_path: &Path) -> anyhow::Result<Server> {
+fn serve(config_path: &Path, watch: bool) -> anyhow::Result<ExitCode> {
     let config = Config::load(config_path).context("invalid configuration")?;
-    Server::build(config).context("cannot start")
+    let runtime_dir = config.server.runtime_dir.clone();
+    let watch = watch || config.server.watch;
+    runtime_dir::prepare(&runtime_dir).context("cannot start")?;
+    let server = match Server::build(config) {
+        Ok(server) => Arc::new(server),
+        Err(error) => {
+            let _ = std::fs::remove_dir_all(&runtime_dir);
+            return Err(anyhow::Error::new(error).context("cannot start"));
+        }
+    };
+    let served = serve_on(server, config_path, watch);
+    let _ = std::fs::remove_dir_all(&runtime_dir);
+    served
 }
 
-fn serve(config_path: &Path) -> anyhow::Result<ExitCode> {
-    let server = Arc::new(load(config_path)?);
+fn serve_on(server: Arc<Server>, config_path: &Path, watch: bool) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -82,15 +102,18 @@ fn serve(config_path: &Path) -> anyhow::Result<ExitCode> {
         let addr = listener.local_addr().context("reading the bound address")?;
         server.set_listening(addr);
         for app in server.apps() {
-            let manifest = app.plugin().manifest();
+            let instance = app.instance();
+            let plugin = &instance.plugin().plugin;
+            let manifest = plugin.manifest();
             tracing::info!(
                 paths = %app.settings().paths.join(", "),
                 plugin = %manifest.name,
                 version = %manifest.version,
-                file = %app.plugin().path().display(),
+                file = %plugin.path().display(),
                 "app mounted"
             );
         }
+        control::start(&server, config_path, watch).context("cannot set up reloading")?;
         // The one line on stdout: scripts and tests read the bound port from it.
         println!("switchboard listening on http://{addr}");
         std::io::stdout().flush().ok();
@@ -122,15 +145,21 @@ async fn shutdown_signal() {
 }
 
 fn check(config_path: &Path) -> anyhow::Result<ExitCode> {
-    let server = load(config_path)?;
+    let mut config = Config::load(config_path).context("invalid configuration")?;
+    // Plugin copies go to a directory of this run, not the server's.
+    let scratch = tempfile::tempdir().context("creating a scratch directory")?;
+    config.server.runtime_dir = scratch.path().to_owned();
+    let server = Server::build(config).context("cannot start")?;
     for app in server.apps() {
-        let manifest = app.plugin().manifest();
+        let instance = app.instance();
+        let plugin = &instance.plugin().plugin;
+        let manifest = plugin.manifest();
         println!(
             "{} -> {} {} ({})",
             app.settings().paths.join(", "),
             manifest.name,
             manifest.version,
-            app.plugin().path().display()
+            plugin.path().display()
         );
         app.shut_down();
     }
@@ -186,4 +215,72 @@ fn plugins(config_path: &Path, dir: Option<PathBuf>) -> anyhow::Result<ExitCode>
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// `switchboard reload`: asks the server serving the config file, through the
+/// control socket in its runtime directory, and prints its answer.
+fn reload(config_path: &Path) -> anyhow::Result<ExitCode> {
+    use std::io::{BufRead, BufReader};
+    // A broken config still names a server to ask, which then says why.
+    let dir = Config::load(config_path)
+        .map(|config| config.server.runtime_dir)
+        .unwrap_or_else(|_| runtime_dir::default_for(config_path));
+    let socket = runtime_dir::control_socket(&dir);
+    let mut stream = std::os::unix::net::UnixStream::connect(&socket).with_context(|| {
+        format!(
+            "no switchboard is serving {} (nothing answers on {})",
+            config_path.display(),
+            socket.display()
+        )
+    })?;
+    stream
+        .write_all(b"reload\n")
+        .context("asking the server to reload")?;
+    let mut line = String::new();
+    BufReader::new(stream)
+        .read_line(&mut line)
+        .context("reading the server's answer")?;
+    let answer: serde_json::Value =
+        serde_json::from_str(&line).with_context(|| format!("unexpected answer {line:?}"))?;
+    if answer["ok"] == true {
+        let report = &answer["report"];
+        let list = |key: &str| -> String {
+            let items: Vec<String> = report[key]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|item| match item {
+                    serde_json::Value::Array(pair) => format!(
+                        "{} ({})",
+                        pair[0].as_str().unwrap_or(""),
+                        pair[1].as_str().unwrap_or("")
+                    ),
+                    other => other.as_str().unwrap_or("").to_owned(),
+                })
+                .collect();
+            if items.is_empty() {
+                "none".to_owned()
+            } else {
+                items.join(", ")
+            }
+        };
+        println!("reloaded {}", config_path.display());
+        println!("added: {}", list("added"));
+        println!("removed: {}", list("removed"));
+        println!("reloaded: {}", list("reloaded"));
+        println!("unchanged: {}", list("unchanged"));
+        if report["needs_restart"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty())
+        {
+            println!("needs a restart (not applied): {}", list("needs_restart"));
+        }
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!(
+            "error: reload refused, nothing changed: {}",
+            answer["error"].as_str().unwrap_or("(no reason given)")
+        );
+        Ok(ExitCode::FAILURE)
+    }
 }

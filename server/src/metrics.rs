@@ -45,6 +45,13 @@ pub struct StatusLabels {
     pub status: String,
 }
 
+/// Labels of a reload.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    /// `applied` or `refused`.
+    pub result: String,
+}
+
 /// Every metric the server exports.
 pub struct Metrics {
     registry: Registry,
@@ -60,6 +67,8 @@ pub struct Metrics {
     callback_panics: Family<CallbackLabels, Counter>,
     push_requests: Family<StatusLabels, Counter>,
     handshake_seconds: Histogram,
+    reloads: Family<ResultLabels, Counter>,
+    plugin_libraries: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -111,6 +120,8 @@ impl Metrics {
             push_requests: Family::default(),
             // 50 µs .. ~1.6 s
             handshake_seconds: Histogram::new(exponential_buckets(0.00005, 2.0, 16)),
+            reloads: Family::default(),
+            plugin_libraries: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -169,6 +180,16 @@ impl Metrics {
             metrics.push_requests.clone(),
         );
         registry.register(
+            "reloads",
+            "Reloads, by result (applied, refused)",
+            metrics.reloads.clone(),
+        );
+        registry.register(
+            "plugin_libraries_mapped",
+            "Plugin libraries mapped (one per distinct plugin file loaded; never unloaded)",
+            metrics.plugin_libraries.clone(),
+        );
+        registry.register(
             "handshake_seconds",
             "Time from the upgrade request to the 101 response",
             metrics.handshake_seconds.clone(),
@@ -224,6 +245,22 @@ impl Metrics {
                 status: status.to_string(),
             })
             .inc();
+    }
+
+    /// A reload was applied or refused.
+    pub fn reloaded(&self, applied: bool) {
+        let result = if applied { "applied" } else { "refused" };
+        self.reloads
+            .get_or_create(&ResultLabels {
+                result: result.to_owned(),
+            })
+            .inc();
+    }
+
+    /// How many plugin libraries are mapped now.
+    pub fn set_plugin_libraries(&self, mapped: usize) {
+        self.plugin_libraries
+            .set(i64::try_from(mapped).unwrap_or(i64::MAX));
     }
 
     /// A handshake took `elapsed`.

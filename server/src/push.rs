@@ -279,9 +279,9 @@ async fn answer(
                 );
             }
             let mut delivered = 0;
-            let results: Vec<Value> = items
-                .iter()
-                .map(|item| match push_one(item, server) {
+            let mut results = Vec::with_capacity(items.len());
+            for item in &items {
+                results.push(match push_one(item, server).await {
                     Ok(n) => {
                         delivered += n;
                         json!({ "status": 200, "delivered": n })
@@ -291,22 +291,22 @@ async fn answer(
                         body["status"] = json!(error.status().as_u16());
                         body
                     }
-                })
-                .collect();
+                });
+            }
             response::json(
                 StatusCode::OK,
                 &json!({ "delivered": delivered, "results": results }),
             )
         }
-        item => match push_one(&item, server) {
+        item => match push_one(&item, server).await {
             Ok(delivered) => response::json(StatusCode::OK, &json!({ "delivered": delivered })),
             Err(error) => response::json(error.status(), &error.body()),
         },
     }
 }
 
-fn push_one(item: &Value, server: &Server) -> Result<u64, PushError> {
-    deliver(parse(item, server)?)
+async fn push_one(item: &Value, server: &Server) -> Result<u64, PushError> {
+    deliver(parse(item, server)?).await
 }
 
 /// The JSON field a serde error is about, as the push API names fields.
@@ -388,7 +388,7 @@ fn parse_target(to: TargetBody, server: &Server) -> Result<(Arc<MountedApp>, Tar
             "\"to.client\" cannot be combined with \"to.app\" or \"to.group\"",
         )),
         (None, Some(path), group) => {
-            let app = server.app(&path).cloned().ok_or(PushError::NoApp(path))?;
+            let app = server.app(&path).ok_or(PushError::NoApp(path))?;
             Ok((app, group.map_or(Target::App, Target::Group)))
         }
         (None, None, Some(_)) => Err(PushError::bad(
@@ -408,7 +408,7 @@ fn message_ref(message: &Message) -> MessageRef<'_> {
 }
 
 /// Asks the owning app, then delivers.
-fn deliver(push: Push) -> Result<u64, PushError> {
+async fn deliver(push: Push) -> Result<u64, PushError> {
     let Push {
         app,
         target,
@@ -423,12 +423,15 @@ fn deliver(push: Push) -> Result<u64, PushError> {
         Target::App => (PushTargetKind::APP, ROption::RNone, ""),
     };
     let verdict = app
-        .on_push(&PushRequest {
-            kind,
-            client,
-            group: RStr::from_str(group),
-            message: message_ref(&message),
+        .call_shared(|app| {
+            app.on_push(&PushRequest {
+                kind,
+                client,
+                group: RStr::from_str(group),
+                message: message_ref(&message),
+            })
         })
+        .await
         .map_err(|_| PushError::AppFailed)?;
     let message = match verdict.action {
         PushAction::DELIVER => message,

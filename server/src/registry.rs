@@ -52,6 +52,8 @@ pub struct Connection {
     /// Pause before a frame the client may not have read the previous one of
     /// (`ConnOption::FRAME_PAUSE_MICROS`).
     pub frame_pause_micros: AtomicU64,
+    /// Raised while one of its own callbacks runs (see `MountedApp::call`).
+    pub in_callback: AtomicBool,
 }
 
 impl Connection {
@@ -64,6 +66,7 @@ impl Connection {
             connected_at: SystemTime::now(),
             one_frame_per_write: AtomicBool::new(false),
             frame_pause_micros: AtomicU64::new(0),
+            in_callback: AtomicBool::new(false),
         }
     }
 }
@@ -362,6 +365,16 @@ impl Registry {
             .get(group)
             .map(|m| m.iter().copied().collect())
             .unwrap_or_default())
+    }
+
+    /// Whether a callback of one of its connections is running.
+    pub fn any_in_callback(&self) -> bool {
+        self.state
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .connections
+            .values()
+            .any(|c| c.in_callback.load(Ordering::SeqCst))
     }
 
     /// Asks every connection to close (used at shutdown).

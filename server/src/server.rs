@@ -1,14 +1,16 @@
-//! The running server's state: the apps mounted from a config, the settings
-//! and limits every connection shares, the metrics, and the shutdown machinery
-//! (a cancellation token every task watches and a tracker every task is
-//! spawned on, so shutdown can wait for them). Serving it is the listener's job.
+//! The running server's state: the config it serves and the apps mounted
+//! from it (one snapshot, replaced whole by a reload), the plugin store, the
+//! limits, metrics and the shutdown machinery (a cancellation token every
+//! task watches and a tracker every task is spawned on, so shutdown can wait
+//! for them). Serving it is the listener's job; changing it the reload's.
 
 use std::collections::HashMap;
 use std::fmt;
-use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Instant, SystemTime};
 
+use arc_swap::ArcSwap;
 use switchboard_plugin_api::ConnId;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -18,8 +20,11 @@ use crate::connection::ConnectionSettings;
 use crate::limits::ConnectionLimits;
 use crate::metrics::Metrics;
 use crate::plugin::host::ServerFacts;
+use crate::plugin::instance::InstanceContext;
 use crate::plugin::loader::{plugin_file, NewAppError};
-use crate::plugin::{LoadPluginError, MountedApp, Plugin};
+use crate::plugin::store::{PluginStore, StoredPlugin};
+use crate::plugin::{AppInstance, LoadPluginError, MountedApp};
+use crate::registry::Registry;
 
 /// Where in the config an app is declared, for messages: `file:line: app /path`
 /// (with a column when it points inside the app's table).
@@ -35,6 +40,32 @@ pub struct AppLocation {
     pub app: String,
 }
 
+impl AppLocation {
+    /// Where `app` is declared in the config file `file`.
+    pub fn of(file: &Path, app: &AppConfig) -> Self {
+        AppLocation {
+            file: file.to_owned(),
+            line: app.line,
+            column: None,
+            app: app.path.clone(),
+        }
+    }
+
+    /// Where a constructor's refusal points: the `[app.config]` key it names
+    /// (the SDK's config errors name one), else the app.
+    pub fn of_refusal(file: &Path, app: &AppConfig, error: &NewAppError) -> Self {
+        let key = switchboard_plugin_api::sdk::config_error_key(&error.message);
+        match key.and_then(|key| app.config_position(key)) {
+            Some((line, column)) => AppLocation {
+                line,
+                column: Some(column),
+                ..AppLocation::of(file, app)
+            },
+            None => AppLocation::of(file, app),
+        }
+    }
+}
+
 impl fmt::Display for AppLocation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}", self.file.display(), self.line)?;
@@ -45,7 +76,7 @@ impl fmt::Display for AppLocation {
     }
 }
 
-/// One reason the server cannot start.
+/// One reason the server cannot start (or a reload cannot apply).
 #[derive(Debug, thiserror::Error)]
 pub enum StartProblem {
     /// A plugin file the config names cannot be loaded.
@@ -76,43 +107,50 @@ pub struct StartError {
     pub problems: Vec<StartProblem>,
 }
 
-/// The server's state, shared by every connection.
-pub struct Server {
-    config: Config,
+/// What the server serves now: a config and the apps mounted from it.
+/// Requests take the snapshot current when they start; a reload puts a new
+/// one in place.
+#[derive(Debug)]
+pub struct Routes {
+    /// The configuration.
+    pub config: Arc<Config>,
+    /// Path → mounted app (an app on several paths appears under each).
     apps: HashMap<String, Arc<MountedApp>>,
-    plugins: Vec<Arc<Plugin>>,
-    facts: Arc<ServerFacts>,
-    metrics: Arc<Metrics>,
-    connection_settings: Arc<ConnectionSettings>,
-    limits: Arc<ConnectionLimits>,
-    /// App path → its demo page under `static_dir`, found at start.
+    /// App path → its demo page under `static_dir`.
     pages: HashMap<String, String>,
-    shutdown: CancellationToken,
-    tracker: TaskTracker,
-    started: Instant,
+    /// Settings every new WebSocket connection takes.
+    pub connection_settings: Arc<ConnectionSettings>,
 }
 
-impl fmt::Debug for Server {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Server")
-            .field("apps", &self.apps.keys())
-            .finish()
+impl Routes {
+    /// Builds the routes of `config` over already mounted apps.
+    pub fn new(config: Arc<Config>, mounts: Vec<Arc<MountedApp>>) -> Self {
+        let mut apps = HashMap::new();
+        for mount in mounts {
+            for path in &mount.settings().paths {
+                apps.insert(path.clone(), mount.clone());
+            }
+        }
+        let pages = demo_pages(&config, apps.values());
+        Routes {
+            connection_settings: Arc::new(ConnectionSettings::new(&config.server)),
+            config,
+            apps,
+            pages,
+        }
     }
-}
 
-/// Where a constructor's refusal points: the `[app.config]` key it names
-/// (the SDK's config errors name one), else the app.
-fn refusal_location(source: &std::path::Path, app: &AppConfig, error: &NewAppError) -> AppLocation {
-    let key = switchboard_plugin_api::sdk::config_error_key(&error.message);
-    let (line, column) = match key.and_then(|key| app.config_position(key)) {
-        Some((line, column)) => (line, Some(column)),
-        None => (app.line, None),
-    };
-    AppLocation {
-        file: source.to_owned(),
-        line,
-        column,
-        app: app.path.clone(),
+    /// The app mounted on `path`.
+    pub fn app(&self, path: &str) -> Option<&Arc<MountedApp>> {
+        self.apps.get(path)
+    }
+
+    /// Every mounted app once (an app on several paths too), sorted by path.
+    pub fn apps(&self) -> Vec<Arc<MountedApp>> {
+        let mut apps: Vec<_> = self.apps.values().cloned().collect();
+        apps.sort_by(|a, b| a.path().cmp(b.path()));
+        apps.dedup_by(|a, b| Arc::ptr_eq(a, b));
+        apps
     }
 }
 
@@ -125,7 +163,8 @@ fn demo_pages<'a>(
         return HashMap::new();
     };
     apps.filter_map(|app| {
-        let page = format!("{}.html", app.plugin().manifest().name);
+        let instance = app.instance();
+        let page = format!("{}.html", instance.plugin().plugin.manifest().name);
         dir.join(&page)
             .is_file()
             .then(|| (app.path().to_string(), format!("/{page}")))
@@ -133,90 +172,197 @@ fn demo_pages<'a>(
     .collect()
 }
 
+/// The server's state, shared by every connection.
+pub struct Server {
+    routes: ArcSwap<Routes>,
+    store: PluginStore,
+    /// Apps a reload replaced in `drain` mode, whose old connections are not
+    /// all closed yet (the push API still finds their clients).
+    draining: Mutex<Vec<Arc<MountedApp>>>,
+    facts: Arc<ServerFacts>,
+    metrics: Arc<Metrics>,
+    limits: Arc<ConnectionLimits>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+    /// One reload at a time.
+    reloading: tokio::sync::Mutex<()>,
+    started: Instant,
+}
+
+impl fmt::Debug for Server {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Server")
+            .field("routes", &self.routes.load().apps.keys())
+            .finish()
+    }
+}
+
+/// What building the apps of a config needs.
+pub struct Builder<'a> {
+    /// Where plugins are copied and loaded from.
+    pub store: &'a PluginStore,
+    /// Facts for `Host::server_info`.
+    pub facts: &'a Arc<ServerFacts>,
+    /// The server's metrics.
+    pub metrics: &'a Arc<Metrics>,
+    /// The largest message, for the registries.
+    pub max_message_size: usize,
+}
+
+impl Builder<'_> {
+    /// Loads the plugin an app names (a private copy, reused when unchanged).
+    ///
+    /// # Errors
+    /// The plugin file cannot be loaded; located at the app.
+    pub fn plugin(
+        &self,
+        config: &Config,
+        app: &AppConfig,
+    ) -> Result<StoredPlugin, Box<StartProblem>> {
+        let file = plugin_file(&config.server.plugin_dir, &app.plugin);
+        self.store.load(&file).map_err(|source| {
+            Box::new(StartProblem::LoadPlugin {
+                location: AppLocation::of(&config.source, app),
+                source,
+            })
+        })
+    }
+
+    /// Builds an instance of an app over `registry`, from `saved_state` if given.
+    ///
+    /// # Errors
+    /// The constructor refused; located at the app or the config key it names.
+    pub fn instance(
+        &self,
+        config: &Config,
+        app: &AppConfig,
+        plugin: StoredPlugin,
+        registry: Arc<Registry>,
+        saved_state: Option<&[u8]>,
+    ) -> Result<AppInstance, Box<StartProblem>> {
+        AppInstance::new(
+            plugin,
+            InstanceContext {
+                app_path: app.path.as_str().into(),
+                registry,
+                facts: self.facts.clone(),
+                metrics: self.metrics.clone(),
+                config_json: &app.config_json,
+                saved_state,
+            },
+        )
+        .map_err(|source| {
+            Box::new(StartProblem::NewApp {
+                location: AppLocation::of_refusal(&config.source, app, &source),
+                source,
+            })
+        })
+    }
+
+    /// Loads the plugin and builds a new mount (with a new registry) for an app.
+    ///
+    /// # Errors
+    /// The plugin cannot be loaded or its constructor refused.
+    pub fn mount(&self, config: &Config, app: &AppConfig) -> Result<MountedApp, Box<StartProblem>> {
+        let plugin = self.plugin(config, app)?;
+        let registry = Arc::new(Registry::new(self.max_message_size));
+        let instance = self.instance(config, app, plugin, registry.clone(), None)?;
+        Ok(MountedApp::new(app, registry, instance, self.metrics))
+    }
+}
+
 impl Server {
-    /// Loads every plugin the config names and builds every app; refuses to
-    /// start (with every problem) rather than start half-configured.
+    /// Loads every plugin the config names (through private copies in the
+    /// config's runtime directory, which the caller has prepared) and builds
+    /// every app; refuses to start (with every problem) rather than start
+    /// half-configured.
     ///
     /// # Errors
     /// Every plugin file that cannot be loaded and every app whose constructor
     /// refused, each with the config file, line and app path.
     pub fn build(config: Config) -> Result<Server, StartError> {
-        let mut problems = Vec::new();
-        let mut loaded: HashMap<PathBuf, Option<Arc<Plugin>>> = HashMap::new();
-        let mut plugins = Vec::new();
-        let mut apps = HashMap::new();
+        let store = PluginStore::new(config.server.runtime_dir.clone());
         let facts = Arc::new(ServerFacts {
             listen: OnceLock::new(),
-            push_path: config.push.path.clone(),
+            push_path: config.push.path.clone().into(),
         });
         let metrics = Arc::new(Metrics::new());
-        let connection_settings = Arc::new(ConnectionSettings::new(&config.server));
+        let builder = Builder {
+            store: &store,
+            facts: &facts,
+            metrics: &metrics,
+            max_message_size: config.server.max_message_size,
+        };
+        let mut problems = Vec::new();
+        let mut mounts = Vec::new();
         for app in &config.apps {
-            let location = AppLocation {
-                file: config.source.clone(),
-                line: app.line,
-                column: None,
-                app: app.path.clone(),
-            };
-            let file = plugin_file(&config.server.plugin_dir, &app.plugin);
-            let plugin = loaded
-                .entry(file.clone())
-                .or_insert_with(|| match Plugin::load(&file) {
-                    Ok(plugin) => {
-                        let plugin = Arc::new(plugin);
-                        plugins.push(plugin.clone());
-                        Some(plugin)
-                    }
-                    Err(source) => {
-                        problems.push(StartProblem::LoadPlugin { location, source });
-                        None
-                    }
-                });
-            let Some(plugin) = plugin.clone() else {
-                continue;
-            };
-            match MountedApp::new(
-                app,
-                plugin,
-                connection_settings.max_message_size,
-                facts.clone(),
-                metrics.clone(),
-            ) {
-                Ok(mounted) => {
-                    let mounted = Arc::new(mounted);
-                    for path in &app.paths {
-                        apps.insert(path.clone(), mounted.clone());
-                    }
-                }
-                Err(source) => problems.push(StartProblem::NewApp {
-                    location: refusal_location(&config.source, app, &source),
-                    source,
-                }),
+            match builder.mount(&config, app) {
+                Ok(mount) => mounts.push(Arc::new(mount)),
+                Err(problem) => problems.push(*problem),
             }
         }
         if !problems.is_empty() {
-            for app in apps.values() {
-                app.shut_down();
+            for mount in &mounts {
+                mount.shut_down();
             }
             return Err(StartError { problems });
         }
-        let pages = demo_pages(&config, apps.values());
+        let limits = ConnectionLimits::new(
+            config.server.max_connections,
+            config.server.max_connections_per_ip,
+        );
         Ok(Server {
-            pages,
-            connection_settings,
-            limits: ConnectionLimits::new(
-                config.server.max_connections,
-                config.server.max_connections_per_ip,
-            ),
-            config,
-            apps,
-            plugins,
+            routes: ArcSwap::from_pointee(Routes::new(Arc::new(config), mounts)),
+            store,
+            draining: Mutex::new(Vec::new()),
             facts,
             metrics,
+            limits,
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
+            reloading: tokio::sync::Mutex::new(()),
             started: Instant::now(),
         })
+    }
+
+    /// What the server serves now.
+    pub fn routes(&self) -> Arc<Routes> {
+        self.routes.load_full()
+    }
+
+    /// Puts new routes in place (a reload).
+    pub fn set_routes(&self, routes: Routes) {
+        self.routes.store(Arc::new(routes));
+    }
+
+    /// A builder for the apps of a reloaded config.
+    pub fn builder(&self, max_message_size: usize) -> Builder<'_> {
+        Builder {
+            store: &self.store,
+            facts: &self.facts,
+            metrics: &self.metrics,
+            max_message_size,
+        }
+    }
+
+    /// What every app may learn about the server.
+    pub fn facts(&self) -> &ServerFacts {
+        &self.facts
+    }
+
+    /// The plugin store.
+    pub fn store(&self) -> &PluginStore {
+        &self.store
+    }
+
+    /// Held for the whole of a reload, so reloads never overlap.
+    pub fn reload_lock(&self) -> &tokio::sync::Mutex<()> {
+        &self.reloading
+    }
+
+    /// Apps replaced in `drain` mode whose old connections are still open.
+    pub fn draining(&self) -> std::sync::MutexGuard<'_, Vec<Arc<MountedApp>>> {
+        self.draining.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Records the address the server listens on (for `Host::server_info`).
@@ -229,40 +375,41 @@ impl Server {
         &self.metrics
     }
 
-    /// The configuration it runs.
-    pub fn config(&self) -> &Config {
-        &self.config
+    /// The configuration it serves now.
+    pub fn config(&self) -> Arc<Config> {
+        self.routes.load().config.clone()
     }
 
     /// The app mounted on `path`.
-    pub fn app(&self, path: &str) -> Option<&Arc<MountedApp>> {
-        self.apps.get(path)
+    pub fn app(&self, path: &str) -> Option<Arc<MountedApp>> {
+        self.routes.load().app(path).cloned()
     }
 
-    /// The app holding an open connection (apps are few, so each is asked).
+    /// The app holding an open connection, a draining one included (apps
+    /// are few, so each is asked).
     pub fn app_of(&self, id: ConnId) -> Option<Arc<MountedApp>> {
-        self.apps
+        let routes = self.routes.load();
+        let found = routes
+            .apps
             .values()
             .find(|app| app.registry().get(id).is_ok())
-            .cloned()
+            .cloned();
+        found.or_else(|| {
+            self.draining()
+                .iter()
+                .find(|app| app.registry().get(id).is_ok())
+                .cloned()
+        })
     }
 
-    /// Every mounted app once (an app on several paths too), sorted by path.
-    pub fn apps(&self) -> Vec<&Arc<MountedApp>> {
-        let mut apps: Vec<_> = self.apps.values().collect();
-        apps.sort_by(|a, b| a.path().cmp(b.path()));
-        apps.dedup_by(|a, b| Arc::ptr_eq(a, b));
-        apps
+    /// Every mounted app once, sorted by path.
+    pub fn apps(&self) -> Vec<Arc<MountedApp>> {
+        self.routes.load().apps()
     }
 
-    /// Every loaded plugin.
-    pub fn plugins(&self) -> &[Arc<Plugin>] {
-        &self.plugins
-    }
-
-    /// Settings every WebSocket connection shares.
-    pub fn connection_settings(&self) -> &Arc<ConnectionSettings> {
-        &self.connection_settings
+    /// Settings every new WebSocket connection takes.
+    pub fn connection_settings(&self) -> Arc<ConnectionSettings> {
+        self.routes.load().connection_settings.clone()
     }
 
     /// The connection limits.
@@ -288,17 +435,24 @@ impl Server {
             .apps()
             .into_iter()
             .map(|app| {
-                let app_degraded = app.is_degraded();
+                let instance = app.instance();
+                let stored = instance.plugin();
+                let manifest = stored.plugin.manifest();
+                let app_degraded = instance.is_degraded();
                 degraded |= app_degraded;
                 (
                     app.path().to_string(),
                     serde_json::json!({
                         "status": if app_degraded { "degraded" } else { "ok" },
-                        "plugin": app.plugin().manifest().name,
-                        "plugin_version": app.plugin().manifest().version,
+                        "plugin": manifest.name,
+                        "plugin_version": manifest.version,
+                        "plugin_file": stored.plugin.path(),
+                        "plugin_sha256": stored.hash,
+                        "loaded_at_unix_seconds": unix_seconds(stored.loaded_at),
+                        "reloads": app.reloads(),
                         "paths": app.settings().paths,
                         "connections": app.registry().len(),
-                        "last_failure": app.last_failure(),
+                        "last_failure": instance.last_failure(),
                     }),
                 )
             })
@@ -310,13 +464,21 @@ impl Server {
         } else {
             "ok"
         };
+        let mut plugins: Vec<_> = self
+            .apps()
+            .iter()
+            .map(|app| app.instance().plugin().plugin.manifest().clone())
+            .collect();
+        plugins.sort_by(|a, b| a.name.cmp(&b.name));
+        plugins.dedup();
         serde_json::json!({
             "status": status,
             "version": env!("CARGO_PKG_VERSION"),
             "uptime_seconds": self.started.elapsed().as_secs(),
             "open_tcp_connections": self.limits.open(),
             "apps": apps,
-            "plugins": self.plugins.iter().map(|p| p.manifest()).collect::<Vec<_>>(),
+            "plugins": plugins,
+            "plugin_libraries_mapped": self.store.mapped(),
         })
     }
 
@@ -324,21 +486,28 @@ impl Server {
     /// paths, plugin, description and its demo page under `static_dir`
     /// (`<plugin>.html`), if there is one.
     pub fn app_list(&self) -> serde_json::Value {
-        let apps: Vec<serde_json::Value> = self
+        let routes = self.routes.load();
+        let apps: Vec<serde_json::Value> = routes
             .apps()
             .into_iter()
             .map(|app| {
-                let manifest = app.plugin().manifest();
+                let instance = app.instance();
+                let manifest = instance.plugin().plugin.manifest();
                 serde_json::json!({
                     "path": app.path().to_string(),
                     "paths": app.settings().paths,
                     "plugin": manifest.name,
                     "version": manifest.version,
                     "description": manifest.description,
-                    "page": self.pages.get(&**app.path()),
+                    "page": routes.pages.get(&**app.path()),
                 })
             })
             .collect();
         serde_json::json!({ "version": env!("CARGO_PKG_VERSION"), "apps": apps })
     }
+}
+
+fn unix_seconds(time: SystemTime) -> u64 {
+    time.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }

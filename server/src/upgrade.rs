@@ -25,14 +25,14 @@ use tracing::{field, Instrument, Span};
 use crate::connection::{self, OpenConnection};
 use crate::limits::ConnectionSlot;
 use crate::outbox::outbox;
-use crate::plugin::MountedApp;
+use crate::plugin::{AppInstance, MountedApp};
 use crate::registry::{Connection, HandshakeFacts};
 use crate::response::{self, FullResponse};
 use crate::server::Server;
 
 /// Answers a request on an app's path: the 101 (and the connection's task,
 /// spawned to run once hyper hands over the stream), or the refusal.
-pub fn upgrade<S>(
+pub async fn upgrade<S>(
     mut request: Request<Incoming>,
     peer: SocketAddr,
     server: &Arc<Server>,
@@ -43,7 +43,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let started = std::time::Instant::now();
-    match accept::<S>(&mut request, peer, server, app, slot) {
+    match accept::<S>(&mut request, peer, server, app, slot).await {
         Ok(response) => {
             server.metrics().handshake(started.elapsed());
             response
@@ -60,7 +60,7 @@ where
     }
 }
 
-fn accept<S>(
+async fn accept<S>(
     request: &mut Request<Incoming>,
     peer: SocketAddr,
     server: &Arc<Server>,
@@ -79,10 +79,14 @@ where
     let span = Span::current();
     span.record("path", field::display(app.path()))
         .record("id", field::display(id));
-    let accepted = ask_app(&app, id, peer, request, &upgrade)?;
+    let accepted = {
+        let call = app.enter_shared().await;
+        ask_app(&app, call.instance(), id, peer, request, &upgrade)?
+    };
     let response = switching_protocols(&upgrade, &accepted);
 
-    let kept = &app.settings().info_headers;
+    let settings = app.settings();
+    let kept = &settings.info_headers;
     let headers = request
         .headers()
         .iter()
@@ -393,6 +397,7 @@ fn convert_headers(
 /// The app's refusal, or `AppFailed` if it failed or answered something invalid.
 pub fn ask_app<B>(
     app: &MountedApp,
+    instance: &AppInstance,
     conn: ConnId,
     peer: SocketAddr,
     request: &Request<B>,
@@ -422,7 +427,7 @@ pub fn ask_app<B>(
         headers: RSlice::from_slice(&header_refs),
         subprotocols: RSlice::from_slice(&protocol_refs),
     };
-    let response = app
+    let response = instance
         .on_handshake(&handshake)
         .map_err(|_| RejectHandshake::AppFailed)?;
     match response {

@@ -113,6 +113,10 @@ pub struct ServerConfig {
     pub outbound_queue_bytes: usize,
     /// Read buffer per WebSocket connection.
     pub read_buffer_size: usize,
+    /// Where the server keeps its plugin copies and control socket.
+    pub runtime_dir: PathBuf,
+    /// Reload by itself when the config or a plugin file changes.
+    pub watch: bool,
 }
 
 /// One mounted app.
@@ -136,6 +140,10 @@ pub struct AppConfig {
     pub info_headers: Vec<String>,
     /// The `[app.config]` table, as JSON text for the plugin.
     pub config_json: String,
+    /// What a reload that replaces the app's instance does with its connections.
+    pub reload: ReloadMode,
+    /// Under `drain`: how long old connections may stay on the old instance.
+    pub drain_timeout: Duration,
     /// Line of the `[app.config]` table (of the app when it has none).
     pub config_line: usize,
     /// Every key path of `[app.config]` (`history`, `rooms[0].name`) with its
@@ -154,6 +162,29 @@ impl AppConfig {
             .iter()
             .find(|(k, _)| k == key)
             .map(|(_, position)| *position)
+    }
+}
+
+/// What a reload that replaces an app's instance does with its open connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReloadMode {
+    /// Hand the old instance's state and every connection to the new instance.
+    Migrate,
+    /// Leave open connections on the old instance until they close (or
+    /// `drain_timeout`, then 1012); new connections go to the new instance.
+    Drain,
+    /// Close every connection with 1012 (Service Restart).
+    Restart,
+}
+
+impl ReloadMode {
+    /// Its name in the config.
+    pub fn name(self) -> &'static str {
+        match self {
+            ReloadMode::Migrate => "migrate",
+            ReloadMode::Drain => "drain",
+            ReloadMode::Restart => "restart",
+        }
     }
 }
 

@@ -69,6 +69,8 @@ pub(super) struct RawServer {
     pub(super) outbound_queue: Option<Spanned<usize>>,
     pub(super) outbound_queue_bytes: Option<Spanned<ByteSize>>,
     pub(super) read_buffer_size: Option<Spanned<ByteSize>>,
+    pub(super) runtime_dir: Option<PathBuf>,
+    pub(super) watch: Option<bool>,
 }
 
 /// One `[[app]]`.
@@ -85,4 +87,6 @@ pub(super) struct RawApp {
     pub(super) info_headers: Option<Vec<String>>,
     #[serde(default)]
     pub(super) config: Option<Spanned<toml::Table>>,
+    pub(super) reload: Option<Spanned<String>>,
+    pub(super) drain_timeout: Option<Spanned<HumanDuration>>,
 }

@@ -16,8 +16,8 @@ use super::raw::{RawApp, RawConfig, RawEndpoint, RawPush, RawServer};
 use super::source::{ConfigProblem, SourceFile};
 use super::units::{ByteSize, HumanDuration};
 use super::{
-    parse_ip_net, AppConfig, Config, EndpointConfig, PluginSpec, PushConfig, ServerConfig,
-    DEFAULT_INFO_HEADERS, RESERVED_PREFIX,
+    parse_ip_net, AppConfig, Config, EndpointConfig, PluginSpec, PushConfig, ReloadMode,
+    ServerConfig, DEFAULT_INFO_HEADERS, RESERVED_PREFIX,
 };
 
 /// A byte range in the config file.
@@ -222,6 +222,7 @@ pub(super) fn validate(
 }
 
 fn validate_server(s: RawServer, base: &Path, check: &mut Checker<'_>) -> ServerConfig {
+    let source = check.source;
     let max_message_size = check.size_at_least(s.max_message_size, 1, 16 << 20, "max_message_size");
     let max_frame_size = check.size_at_least(
         s.max_frame_size,
@@ -256,6 +257,11 @@ fn validate_server(s: RawServer, base: &Path, check: &mut Checker<'_>) -> Server
             "outbound_queue_bytes",
         ),
         read_buffer_size: check.size_at_least(s.read_buffer_size, 256, 4096, "read_buffer_size"),
+        runtime_dir: s.runtime_dir.map_or_else(
+            || crate::runtime_dir::default_for(source.path()),
+            |dir| base.join(dir),
+        ),
+        watch: s.watch.unwrap_or(false),
     }
 }
 
@@ -345,7 +351,25 @@ fn validate_app(
         None => ("{}".to_owned(), line),
     };
 
+    let reload = match app.reload {
+        None => ReloadMode::Migrate,
+        Some(mode) => match mode.get_ref().as_str() {
+            "migrate" => ReloadMode::Migrate,
+            "drain" => ReloadMode::Drain,
+            "restart" => ReloadMode::Restart,
+            other => {
+                check.report(
+                    Some(mode.span()),
+                    format!("reload = {other:?}: expected \"migrate\", \"drain\" or \"restart\""),
+                );
+                ReloadMode::Migrate
+            }
+        },
+    };
+    let drain_timeout = check.positive_duration(app.drain_timeout, Duration::from_secs(30));
     Some(AppConfig {
+        reload,
+        drain_timeout,
         path: paths[0].clone(),
         paths,
         line,

@@ -7,6 +7,7 @@
 //! (or not at all when it is part of the message being handled, see
 //! [`crate::callback_scope`]); broadcasts and publishes share that one buffer.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
@@ -32,8 +33,8 @@ pub const MAX_CLOSE_REASON: usize = 123;
 pub struct ServerFacts {
     /// The bound address, set once the server listens.
     pub listen: std::sync::OnceLock<std::net::SocketAddr>,
-    /// The push API's path.
-    pub push_path: String,
+    /// The push API's path (a reload may move it).
+    pub push_path: std::sync::RwLock<String>,
 }
 
 /// The host handle of one app instance.
@@ -42,16 +43,35 @@ pub struct AppHost {
     registry: Arc<Registry>,
     app: Arc<str>,
     facts: Arc<ServerFacts>,
+    /// Set when the instance is shut down (by shutdown, an unmount, or a
+    /// reload that replaced it): every call then answers `SHUT_DOWN`, while
+    /// the registry may live on with the instance's successor.
+    shut_down: Arc<AtomicBool>,
 }
 
 impl AppHost {
-    /// A host over an app's registry.
-    pub fn new(registry: Arc<Registry>, app: Arc<str>, facts: Arc<ServerFacts>) -> Self {
+    /// A host over an app's registry for one instance, refusing every call
+    /// once `shut_down` is set.
+    pub fn new(
+        registry: Arc<Registry>,
+        app: Arc<str>,
+        facts: Arc<ServerFacts>,
+        shut_down: Arc<AtomicBool>,
+    ) -> Self {
         AppHost {
             registry,
             app,
             facts,
+            shut_down,
         }
+    }
+
+    /// The registry, unless this instance is shut down.
+    fn live(&self) -> Result<&Registry, HostError> {
+        if self.shut_down.load(Ordering::Acquire) {
+            return Err(RegistryError::ShutDown.into());
+        }
+        Ok(&self.registry)
     }
 
     /// As the trait object handed to the plugin.
@@ -65,11 +85,9 @@ impl AppHost {
         message: MessageRef<'_>,
         except: ROption<ConnId>,
     ) -> RResult<u64, HostError> {
-        result(
-            self.registry
-                .deliver(audience, to_message(message), except.into_option())
-                .map_err(HostError::from),
-        )
+        result(self.live().and_then(|registry| {
+            Ok(registry.deliver(audience, to_message(message), except.into_option())?)
+        }))
     }
 }
 
@@ -162,16 +180,16 @@ impl Host for AppHost {
         result(
             close_request(code, reason.as_str())
                 .map_err(|e| error(HostErrorKind::INVALID_ARGUMENT, e.to_string()))
-                .and_then(|request| Ok(self.registry.close(conn, request)?)),
+                .and_then(|request| Ok(self.live()?.close(conn, request)?)),
         )
     }
 
     fn connections(&self) -> RResult<RVec<ConnId>, HostError> {
-        result(self.registry.ids().map(RVec::from).map_err(HostError::from))
+        result(self.live().and_then(|r| Ok(RVec::from(r.ids()?))))
     }
 
     fn info(&self, conn: ConnId) -> RResult<ConnInfo, HostError> {
-        result(self.registry.get(conn).map_err(HostError::from).map(|c| {
+        result(self.live().and_then(|r| Ok(r.get(conn)?)).map(|c| {
             let h = &c.handshake;
             ConnInfo {
                 id: c.id,
@@ -197,19 +215,11 @@ impl Host for AppHost {
     }
 
     fn join(&self, conn: ConnId, group: RStr<'_>) -> RResult<(), HostError> {
-        result(
-            self.registry
-                .join(conn, group.as_str())
-                .map_err(HostError::from),
-        )
+        result(self.live().and_then(|r| Ok(r.join(conn, group.as_str())?)))
     }
 
     fn leave(&self, conn: ConnId, group: RStr<'_>) -> RResult<(), HostError> {
-        result(
-            self.registry
-                .leave(conn, group.as_str())
-                .map_err(HostError::from),
-        )
+        result(self.live().and_then(|r| Ok(r.leave(conn, group.as_str())?)))
     }
 
     fn publish(
@@ -223,35 +233,29 @@ impl Host for AppHost {
 
     fn members(&self, group: RStr<'_>) -> RResult<RVec<ConnId>, HostError> {
         result(
-            self.registry
-                .members(group.as_str())
-                .map(RVec::from)
-                .map_err(HostError::from),
+            self.live()
+                .and_then(|r| Ok(RVec::from(r.members(group.as_str())?))),
         )
     }
 
     fn configure(&self, conn: ConnId, option: ConnOption, value: u64) -> RResult<(), HostError> {
         result(match option {
-            ConnOption::ONE_FRAME_PER_WRITE => self
-                .registry
-                .get(conn)
-                .map(|c| {
-                    c.one_frame_per_write
-                        .store(value != 0, std::sync::atomic::Ordering::Relaxed)
-                })
-                .map_err(HostError::from),
+            ConnOption::ONE_FRAME_PER_WRITE => self.live().and_then(|r| {
+                r.get(conn)?
+                    .one_frame_per_write
+                    .store(value != 0, Ordering::Relaxed);
+                Ok(())
+            }),
             ConnOption::FRAME_PAUSE_MICROS if value > 1_000_000 => Err(error(
                 HostErrorKind::INVALID_ARGUMENT,
                 "a frame pause of more than a second".to_owned(),
             )),
-            ConnOption::FRAME_PAUSE_MICROS => self
-                .registry
-                .get(conn)
-                .map(|c| {
-                    c.frame_pause_micros
-                        .store(value, std::sync::atomic::Ordering::Relaxed)
-                })
-                .map_err(HostError::from),
+            ConnOption::FRAME_PAUSE_MICROS => self.live().and_then(|r| {
+                r.get(conn)?
+                    .frame_pause_micros
+                    .store(value, Ordering::Relaxed);
+                Ok(())
+            }),
             other => Err(error(
                 HostErrorKind::INVALID_ARGUMENT,
                 format!("unknown connection option {}", other.0),
@@ -268,7 +272,13 @@ impl Host for AppHost {
                 .map(|a| a.to_string())
                 .unwrap_or_default()
                 .into(),
-            push_path: self.facts.push_path.as_str().into(),
+            push_path: self
+                .facts
+                .push_path
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_str()
+                .into(),
             version: env!("CARGO_PKG_VERSION").into(),
         }
     }

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 
 use abi_stable::library::{lib_header_from_path, LibraryError, RootModuleError};
 use abi_stable::sabi_types::VersionNumber;
-use abi_stable::std_types::RStr;
+use abi_stable::std_types::{ROption, RSlice, RStr};
 use switchboard_plugin_api::abi::{AppBox, HostBox, PluginModuleRef};
 use switchboard_plugin_api::API_VERSION;
 
@@ -68,6 +68,14 @@ pub enum LoadPluginError {
     NotFound {
         /// The plugin file looked for.
         path: PathBuf,
+    },
+    /// The file could not be read or copied for loading.
+    #[error("{}: cannot be loaded: {reason}", path.display())]
+    Copy {
+        /// The plugin file.
+        path: PathBuf,
+        /// What failed.
+        reason: String,
     },
     /// The dynamic loader refused the file.
     #[error("{}: cannot be opened as a shared library: {reason}", path.display())]
@@ -188,6 +196,7 @@ pub struct PluginManifest {
 /// A loaded, checked plugin file.
 pub struct Plugin {
     path: PathBuf,
+    loaded_from: PathBuf,
     manifest: PluginManifest,
     module: PluginModuleRef,
 }
@@ -202,16 +211,27 @@ impl std::fmt::Debug for Plugin {
 }
 
 impl Plugin {
-    /// Loads and checks a plugin file. The library stays mapped until the process exits.
+    /// Loads and checks a plugin file in place. The library stays mapped until
+    /// the process exits; the server itself loads private copies
+    /// ([`super::store::PluginStore`]), this is for `check` and `plugins`.
     ///
     /// # Errors
     /// A [`LoadPluginError`] that names the file.
     pub fn load(path: &Path) -> Result<Plugin, LoadPluginError> {
+        Plugin::load_copy(path, path)
+    }
+
+    /// Loads and checks `copy`, a copy of the plugin file `path`; errors and
+    /// the plugin name `path`.
+    ///
+    /// # Errors
+    /// A [`LoadPluginError`] that names `path`.
+    pub fn load_copy(path: &Path, copy: &Path) -> Result<Plugin, LoadPluginError> {
         let path = path.to_owned();
-        if !path.is_file() {
+        if !copy.is_file() {
             return Err(LoadPluginError::NotFound { path });
         }
-        let header = lib_header_from_path(&path).map_err(|error| classify(path.clone(), error))?;
+        let header = lib_header_from_path(copy).map_err(|error| classify(path.clone(), error))?;
         if let Ok(built_against) = VersionNumber::new(header.version_strings()) {
             check_api_version(&path, built_against)?;
         }
@@ -227,14 +247,20 @@ impl Plugin {
         };
         Ok(Plugin {
             path,
+            loaded_from: copy.to_owned(),
             manifest,
             module,
         })
     }
 
-    /// The file it was loaded from.
+    /// The plugin file (in `plugin_dir`, or as the config names it).
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The file actually mapped: the server's private copy of [`Plugin::path`].
+    pub fn loaded_from(&self) -> &Path {
+        &self.loaded_from
     }
 
     /// What the plugin says about itself.
@@ -246,13 +272,21 @@ impl Plugin {
     ///
     /// # Errors
     /// The constructor refused (a panic in it is caught inside the plugin).
-    pub fn new_app(&self, host: HostBox, config_json: &str) -> Result<AppBox, NewAppError> {
-        (self.module.new_app())(host, RStr::from_str(config_json))
-            .into_result()
-            .map_err(|message| NewAppError {
-                plugin: self.path.clone(),
-                message: message.into_string(),
-            })
+    pub fn new_app(
+        &self,
+        host: HostBox,
+        config_json: &str,
+        saved_state: ROption<RSlice<'_, u8>>,
+    ) -> Result<AppBox, NewAppError> {
+        // Present in every plugin this server loads (0.1.3 and later).
+        let built = match self.module.new_app_with_state() {
+            Some(new_app) => new_app(host, RStr::from_str(config_json), saved_state),
+            None => (self.module.new_app())(host, RStr::from_str(config_json)),
+        };
+        built.into_result().map_err(|message| NewAppError {
+            plugin: self.path.clone(),
+            message: message.into_string(),
+        })
     }
 }
 

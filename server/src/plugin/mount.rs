@@ -1,58 +1,40 @@
-//! One app instance mounted on its path: the plugin's app object, its settings
-//! from the config, its connections, and the calls into its callbacks.
+//! One app mounted on its paths: its settings from the config, its
+//! connections and groups, and the app instance currently serving them.
 //!
-//! A callback that returns an error or panics (the panic is caught inside the
-//! plugin by the SDK) is logged here with the app's path and returned as a
-//! [`CallbackFailure`]; the connection code then closes that one connection
-//! with 1011 and every other connection carries on.
+//! A reload in `migrate` mode replaces the instance and keeps everything else,
+//! so connections keep their ids, groups and handshake data. To swap
+//! instances safely the mount has a gate that every callback passes:
+//!
+//! - a connection's own callbacks (`on_open`, `on_message`) raise the
+//!   connection's `in_callback` flag, then look at `paused`; the reload sets
+//!   `paused`, then waits until every connection's flag and the shared
+//!   in-flight count are down. Either side sees the other (both use SeqCst),
+//!   so after the wait no callback runs and none can start;
+//! - rarer callbacks (`on_handshake`, `on_push`, `on_close`, `on_error`,
+//!   which run outside a registered connection's task or after it left the
+//!   registry) count themselves in one shared counter instead;
+//! - a paused caller waits for `resume` without reading further frames, so a
+//!   connection's messages stay in order in its socket and go to the new
+//!   instance: none lost, none delivered twice, none to the old instance after
+//!   it was asked for its state.
+//!
+//! The fast path costs a flag store, a load of `paused` and a load of the
+//! instance generation (a connection keeps its own `Arc` of the instance and
+//! fetches the current one only when the generation moved).
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::Duration;
 
-use abi_stable::std_types::{RResult, RStr};
-use switchboard_plugin_api::abi::{
-    AppBox, CallbackError, HandshakeRequest, HandshakeResponse, MessageRef, PushRequest,
-    PushVerdict,
-};
-use switchboard_plugin_api::ConnId;
+use arc_swap::ArcSwap;
 
 use crate::config::AppConfig;
 use crate::metrics::{AppMetrics, Metrics};
-use crate::plugin::host::{AppHost, ServerFacts};
-use crate::plugin::loader::{NewAppError, Plugin};
+use crate::plugin::instance::AppInstance;
 use crate::registry::Registry;
 
-/// Failures of one callback in a row, with no success of that callback
-/// between, after which `/_/health` reports the app as degraded.
-pub const DEGRADED_AFTER_FAILURES: u32 = 5;
-
-/// The callbacks whose failures are counted, each on its own: a poisoned lock
-/// can fail every `on_open` while `on_handshake` and `on_close` succeed.
-const CALLBACKS: [&str; 7] = [
-    "on_handshake",
-    "on_open",
-    "on_message",
-    "on_close",
-    "on_error",
-    "on_shutdown",
-    "on_push",
-];
-
-/// A callback failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{callback} {}: {message}", if *panicked { "panicked" } else { "failed" })]
-pub struct CallbackFailure {
-    /// Which callback.
-    pub callback: &'static str,
-    /// Whether it panicked (rather than returned an error).
-    pub panicked: bool,
-    /// The error or panic message.
-    pub message: String,
-}
-
 /// Settings of one mount, from its `[[app]]` block.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountSettings {
     /// Subprotocols the server may choose for the app, in preference order.
     pub subprotocols: Vec<String>,
@@ -66,110 +48,96 @@ pub struct MountSettings {
     pub paths: Vec<String>,
 }
 
-/// The most recent callback failure, for `/_/health`.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct LastFailure {
-    /// Which callback.
-    pub callback: &'static str,
-    /// Its error or panic message.
-    pub message: String,
-    /// Whether it panicked.
-    pub panicked: bool,
-    /// When, in seconds since the Unix epoch.
-    pub at_unix_seconds: u64,
+impl MountSettings {
+    /// The settings an `[[app]]` block gives its mount.
+    pub fn from_config(config: &AppConfig) -> Self {
+        MountSettings {
+            subprotocols: config.subprotocols.clone(),
+            allowed_origins: config.allowed_origins.clone(),
+            info_headers: config.info_headers.clone(),
+            ping_payload: config.ping_payload.clone(),
+            paths: config.paths.clone(),
+        }
+    }
 }
 
-/// How an app's callbacks have been doing lately.
-#[derive(Debug, Default)]
-struct CallbackHealth {
-    /// Per callback (as in [`CALLBACKS`]): failures since its last success.
-    failures_in_a_row: [AtomicU32; CALLBACKS.len()],
-    last_failure: Mutex<Option<LastFailure>>,
+/// A connection task's view of the current instance: refreshed only when
+/// the mount's instance generation moves.
+#[derive(Debug)]
+pub struct InstanceCache {
+    generation: u64,
+    instance: Arc<AppInstance>,
 }
 
-/// One app instance on its path.
+/// A shared callback's place in flight (see [`MountedApp::enter_shared`]).
+pub struct SharedCall<'a> {
+    mount: &'a MountedApp,
+    instance: Arc<AppInstance>,
+}
+
+impl SharedCall<'_> {
+    /// The instance to call.
+    pub fn instance(&self) -> &AppInstance {
+        &self.instance
+    }
+}
+
+impl Drop for SharedCall<'_> {
+    fn drop(&mut self) {
+        self.mount.shared_in_flight.fetch_sub(1, Ordering::Release);
+    }
+}
+
+/// One app on its paths.
 pub struct MountedApp {
     path: Arc<str>,
-    plugin: Arc<Plugin>,
-    app: AppBox,
     registry: Arc<Registry>,
-    metrics: Arc<Metrics>,
     app_metrics: AppMetrics,
-    settings: MountSettings,
-    health: CallbackHealth,
+    settings: ArcSwap<MountSettings>,
+    /// The instance serving the app; replaced only while paused.
+    current: Mutex<Arc<AppInstance>>,
+    generation: AtomicU64,
+    paused: AtomicBool,
+    resumed: tokio::sync::Notify,
+    /// Callbacks in flight that are not a registered connection's own.
+    shared_in_flight: AtomicUsize,
+    /// Instances this mount has had after its first.
+    reloads: AtomicU64,
 }
 
 impl std::fmt::Debug for MountedApp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MountedApp")
             .field("path", &self.path)
-            .field("plugin", &self.plugin.path())
             .finish()
     }
 }
 
 impl MountedApp {
-    /// Builds the app instance for one `[[app]]` block; messages it sends are
-    /// limited to `max_message_size`.
-    ///
-    /// # Errors
-    /// The plugin constructor refused its config, failed or panicked.
+    /// Mounts `instance` for one `[[app]]` block over `registry`.
     pub fn new(
         config: &AppConfig,
-        plugin: Arc<Plugin>,
-        max_message_size: usize,
-        facts: Arc<ServerFacts>,
-        metrics: Arc<Metrics>,
-    ) -> Result<MountedApp, NewAppError> {
-        let path: Arc<str> = config.path.as_str().into();
-        let registry = Arc::new(Registry::new(max_message_size));
-        let host = AppHost::new(registry.clone(), path.clone(), facts);
-        let app = plugin.new_app(host.into_abi(), &config.config_json)?;
-        let app_metrics = metrics.for_app(&config.path);
-        Ok(MountedApp {
-            metrics,
-            app_metrics,
-            path,
-            plugin,
-            app,
+        registry: Arc<Registry>,
+        instance: AppInstance,
+        metrics: &Metrics,
+    ) -> Self {
+        MountedApp {
+            path: config.path.as_str().into(),
             registry,
-            settings: MountSettings {
-                subprotocols: config.subprotocols.clone(),
-                allowed_origins: config.allowed_origins.clone(),
-                info_headers: config.info_headers.clone(),
-                ping_payload: config.ping_payload.clone(),
-                paths: config.paths.clone(),
-            },
-            health: CallbackHealth::default(),
-        })
+            app_metrics: metrics.for_app(&config.path),
+            settings: ArcSwap::from_pointee(MountSettings::from_config(config)),
+            current: Mutex::new(Arc::new(instance)),
+            generation: AtomicU64::new(0),
+            paused: AtomicBool::new(false),
+            resumed: tokio::sync::Notify::new(),
+            shared_in_flight: AtomicUsize::new(0),
+            reloads: AtomicU64::new(0),
+        }
     }
 
-    /// Whether a callback keeps failing: its last [`DEGRADED_AFTER_FAILURES`]
-    /// calls or more failed, with no success since.
-    pub fn is_degraded(&self) -> bool {
-        self.health
-            .failures_in_a_row
-            .iter()
-            .any(|f| f.load(Ordering::Relaxed) >= DEGRADED_AFTER_FAILURES)
-    }
-
-    /// The most recent callback failure, if any.
-    pub fn last_failure(&self) -> Option<LastFailure> {
-        self.health
-            .last_failure
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    /// The mount path.
+    /// The mount path (the app's first path, which names it).
     pub fn path(&self) -> &Arc<str> {
         &self.path
-    }
-
-    /// The plugin serving it.
-    pub fn plugin(&self) -> &Plugin {
-        &self.plugin
     }
 
     /// Its metrics handles.
@@ -182,110 +150,144 @@ impl MountedApp {
         &self.registry
     }
 
-    /// Its settings.
-    pub fn settings(&self) -> &MountSettings {
-        &self.settings
+    /// Its settings now (a reload may change them for new connections).
+    pub fn settings(&self) -> Arc<MountSettings> {
+        self.settings.load_full()
     }
 
-    fn check<T>(
-        &self,
-        callback: &'static str,
-        conn: Option<ConnId>,
-        r: RResult<T, CallbackError>,
-    ) -> Result<T, CallbackFailure> {
-        let index = CALLBACKS.iter().position(|c| *c == callback).unwrap_or(0);
-        let failures = &self.health.failures_in_a_row[index];
-        if r.is_ok() {
-            // A load first: the common case writes nothing to the shared line.
-            if failures.load(Ordering::Relaxed) != 0 {
-                failures.store(0, Ordering::Relaxed);
-            }
+    /// Replaces its settings (for connections that open from now on).
+    pub fn set_settings(&self, settings: MountSettings) {
+        self.settings.store(Arc::new(settings));
+    }
+
+    /// The instance serving the app now.
+    pub fn instance(&self) -> Arc<AppInstance> {
+        self.current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// How many times a reload replaced its instance.
+    pub fn reloads(&self) -> u64 {
+        self.reloads.load(Ordering::Relaxed)
+    }
+
+    /// A fresh cache of the current instance, for a connection task.
+    pub fn instance_cache(&self) -> InstanceCache {
+        let generation = self.generation.load(Ordering::Acquire);
+        InstanceCache {
+            generation,
+            instance: self.instance(),
         }
-        r.into_result().map_err(|e| {
-            let failure = CallbackFailure { callback, panicked: e.panicked, message: e.message.into_string() };
-            failures.fetch_add(1, Ordering::Relaxed);
-            *self.health.last_failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(LastFailure {
-                callback,
-                message: failure.message.clone(),
-                panicked: failure.panicked,
-                at_unix_seconds: SystemTime::now()
-                    .duration_since(SystemTime::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs()),
-            });
-            let app = &*self.path;
-            let conn = conn.map(|c| c.to_string());
-            self.metrics.callback_failed(app, callback, failure.panicked);
-            if failure.panicked {
-                tracing::error!(app = %app, conn, callback, panic = %failure.message, "plugin callback panicked");
-            } else {
-                tracing::warn!(app = %app, conn, callback, error = %failure.message, "plugin callback failed");
-            }
-            failure
-        })
     }
 
-    /// Asks the app whether to accept a handshake.
-    ///
-    /// # Errors
-    /// The callback failed.
-    pub fn on_handshake(
+    /// Runs `f`, a callback of the connection whose `in_callback` flag this
+    /// is, on the current instance; waits first while the mount is paused.
+    pub async fn call<T>(
         &self,
-        request: &HandshakeRequest<'_>,
-    ) -> Result<HandshakeResponse, CallbackFailure> {
-        self.check(
-            "on_handshake",
-            Some(request.conn),
-            self.app.on_handshake(request),
-        )
+        in_callback: &AtomicBool,
+        cache: &mut InstanceCache,
+        f: impl FnOnce(&AppInstance) -> T,
+    ) -> T {
+        loop {
+            in_callback.store(true, Ordering::SeqCst);
+            if !self.paused.load(Ordering::SeqCst) {
+                break;
+            }
+            in_callback.store(false, Ordering::SeqCst);
+            self.wait_resumed().await;
+        }
+        let generation = self.generation.load(Ordering::Acquire);
+        if generation != cache.generation {
+            *cache = InstanceCache {
+                generation,
+                instance: self.instance(),
+            };
+        }
+        let result = f(&cache.instance);
+        in_callback.store(false, Ordering::Release);
+        result
     }
 
-    /// Tells the app a connection is open.
-    ///
-    /// # Errors
-    /// The callback failed.
-    pub fn on_open(&self, conn: ConnId) -> Result<(), CallbackFailure> {
-        self.check("on_open", Some(conn), self.app.on_open(conn))
+    /// Runs `f`, a callback that is not a registered connection's own
+    /// (handshake, push, close, error), on the current instance; waits first
+    /// while the mount is paused.
+    pub async fn call_shared<T>(&self, f: impl FnOnce(&AppInstance) -> T) -> T {
+        let call = self.enter_shared().await;
+        f(call.instance())
     }
 
-    /// Hands the app a message.
-    ///
-    /// # Errors
-    /// The callback failed.
-    pub fn on_message(&self, conn: ConnId, message: MessageRef<'_>) -> Result<(), CallbackFailure> {
-        self.check("on_message", Some(conn), self.app.on_message(conn, message))
+    /// Waits while the mount is paused, then holds a place among the shared
+    /// callbacks in flight until the returned guard is dropped: for callers
+    /// that borrow data they cannot hold across an `.await`.
+    pub async fn enter_shared(&self) -> SharedCall<'_> {
+        loop {
+            self.shared_in_flight.fetch_add(1, Ordering::SeqCst);
+            if !self.paused.load(Ordering::SeqCst) {
+                break;
+            }
+            self.shared_in_flight.fetch_sub(1, Ordering::SeqCst);
+            self.wait_resumed().await;
+        }
+        SharedCall {
+            mount: self,
+            instance: self.instance(),
+        }
     }
 
-    /// Tells the app a connection closed (failures are only logged).
-    pub fn on_close(&self, conn: ConnId, code: u16, reason: &str) {
-        let _ = self.check(
-            "on_close",
-            Some(conn),
-            self.app.on_close(conn, code, RStr::from_str(reason)),
+    async fn wait_resumed(&self) {
+        let notified = self.resumed.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if self.paused.load(Ordering::SeqCst) {
+            notified.await;
+        }
+    }
+
+    /// Stops new callbacks and waits until none is running: from then on the
+    /// instance can be asked for its state and replaced. Waits at most
+    /// `limit` (a callback that blocks would hold a reload forever); `false`
+    /// if callbacks were still running then, and the mount is resumed.
+    pub async fn pause(&self, limit: Duration) -> bool {
+        self.paused.store(true, Ordering::SeqCst);
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let busy =
+                self.shared_in_flight.load(Ordering::SeqCst) > 0 || self.registry.any_in_callback();
+            if !busy {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                self.resume();
+                return false;
+            }
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+    }
+
+    /// Puts `instance` in place of the current one (call while paused) and
+    /// returns the one it replaced.
+    pub fn replace_instance(&self, instance: AppInstance) -> Arc<AppInstance> {
+        let old = std::mem::replace(
+            &mut *self.current.lock().unwrap_or_else(|e| e.into_inner()),
+            Arc::new(instance),
         );
+        self.generation.fetch_add(1, Ordering::Release);
+        self.reloads.fetch_add(1, Ordering::Relaxed);
+        old
     }
 
-    /// Tells the app a connection failed (failures are only logged).
-    pub fn on_error(&self, conn: ConnId, error: &str) {
-        let _ = self.check(
-            "on_error",
-            Some(conn),
-            self.app.on_error(conn, RStr::from_str(error)),
-        );
+    /// Lets callbacks run again, on whatever instance is current.
+    pub fn resume(&self) {
+        self.paused.store(false, Ordering::SeqCst);
+        self.resumed.notify_waiters();
     }
 
-    /// Asks the app what to do with a push from a backend.
-    ///
-    /// # Errors
-    /// The callback failed.
-    pub fn on_push(&self, push: &PushRequest<'_>) -> Result<PushVerdict, CallbackFailure> {
-        self.check("on_push", push.client.into_option(), self.app.on_push(push))
-    }
-
-    /// Shuts the app down: from now on every host call fails with `SHUT_DOWN`
-    /// (also inside `on_shutdown`, so threads of the plugin see it at once);
-    /// then `on_shutdown`.
+    /// Shuts the app down for good: every later registry call fails with
+    /// `SHUT_DOWN`; then the instance's `on_shutdown`.
     pub fn shut_down(&self) {
         self.registry.shut_down();
-        let _ = self.check("on_shutdown", None, self.app.on_shutdown());
+        self.instance().shut_down();
     }
 }

@@ -9,7 +9,7 @@
 use abi_stable::{
     library::{CheckTypeLayout, LibHeader, RootModuleResult},
     prefix_type::PrefixTypeTrait,
-    std_types::{RResult, RStr, RString},
+    std_types::{ROption, RResult, RSlice, RStr, RString},
 };
 
 use crate::abi::{AppBox, HostBox, Manifest, PluginModule, PluginModuleRef};
@@ -39,7 +39,14 @@ macro_rules! export_app {
                 host: $crate::abi::HostBox,
                 config_json: $crate::__private::RStr<'_>,
             ) -> $crate::__private::RResult<$crate::abi::AppBox, $crate::__private::RString> {
-                $crate::sdk::new_app::<$app>(host, config_json)
+                $crate::sdk::new_app::<$app>(host, config_json, $crate::__private::ROption::RNone)
+            }
+            extern "C" fn new_app_with_state(
+                host: $crate::abi::HostBox,
+                config_json: $crate::__private::RStr<'_>,
+                saved_state: $crate::__private::ROption<$crate::__private::RSlice<'_, u8>>,
+            ) -> $crate::__private::RResult<$crate::abi::AppBox, $crate::__private::RString> {
+                $crate::sdk::new_app::<$app>(host, config_json, saved_state)
             }
             fn module() -> $crate::abi::PluginModuleRef {
                 $crate::__private::root_module(
@@ -47,6 +54,7 @@ macro_rules! export_app {
                     env!("CARGO_PKG_VERSION"),
                     env!("CARGO_PKG_DESCRIPTION"),
                     new_app,
+                    new_app_with_state,
                 )
             }
             extern "C" fn load_root_module() -> $crate::__private::RootModuleResult {
@@ -64,6 +72,11 @@ pub fn root_module(
     version: &'static str,
     description: &'static str,
     new_app: extern "C" fn(HostBox, RStr<'_>) -> RResult<AppBox, RString>,
+    new_app_with_state: extern "C" fn(
+        HostBox,
+        RStr<'_>,
+        ROption<RSlice<'_, u8>>,
+    ) -> RResult<AppBox, RString>,
 ) -> PluginModuleRef {
     PluginModule {
         manifest: Manifest {
@@ -73,6 +86,7 @@ pub fn root_module(
             description: RStr::from_str(description),
         },
         new_app,
+        new_app_with_state,
     }
     .leak_into_prefix()
 }

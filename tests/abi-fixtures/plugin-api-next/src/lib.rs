@@ -54,5 +54,5 @@ pub mod __private {
     pub use abi_stable::library::{
         __call_root_module_loader as call_root_module_loader, LibHeader, RootModuleResult,
     };
-    pub use abi_stable::std_types::{RResult, RStr, RString};
+    pub use abi_stable::std_types::{ROption, RResult, RSlice, RStr, RString};
 }

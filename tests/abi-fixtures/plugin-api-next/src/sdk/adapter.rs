@@ -7,7 +7,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use abi_stable::{
     sabi_trait::TD_Opaque,
-    std_types::{RResult, RStr, RString},
+    std_types::{ROption, RResult, RSlice, RStr, RString, RVec},
 };
 
 use super::handshake::abi_headers;
@@ -102,6 +102,14 @@ impl<T: App> abi::App for AppAdapter<T> {
         })
     }
 
+    fn save_state(&self) -> RResult<ROption<RVec<u8>>, abi::CallbackError> {
+        guard(|| Ok(self.0.save_state()?.map(RVec::from).into()))
+    }
+
+    fn on_resume(&self, conn: ConnId) -> RResult<(), abi::CallbackError> {
+        guard(|| self.0.on_resume(conn))
+    }
+
     fn on_push(
         &self,
         push: &abi::PushRequest<'_>,
@@ -141,10 +149,15 @@ impl<T: App> abi::App for AppAdapter<T> {
 
 /// Builds an app instance behind the ABI: the body of every plugin's constructor.
 #[doc(hidden)]
-pub fn new_app<T: App>(host: HostBox, config_json: RStr<'_>) -> RResult<AppBox, RString> {
+pub fn new_app<T: App>(
+    host: HostBox,
+    config_json: RStr<'_>,
+    saved_state: ROption<RSlice<'_, u8>>,
+) -> RResult<AppBox, RString> {
     let context = Context {
         host: Host::from_abi(host),
         config_json: config_json.as_str().to_owned(),
+        saved_state: saved_state.into_option().map(|s| s.as_slice().to_vec()),
     };
     match catch_unwind(AssertUnwindSafe(|| T::new(context))) {
         Ok(Ok(app)) => RResult::ROk(abi::App_TO::from_value(AppAdapter(app), TD_Opaque)),

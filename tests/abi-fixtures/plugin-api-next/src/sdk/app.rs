@@ -13,6 +13,7 @@ pub struct Context {
     /// The app's handle to the server.
     pub host: Host,
     pub(super) config_json: String,
+    pub(super) saved_state: Option<Vec<u8>>,
 }
 
 impl Context {
@@ -25,8 +26,8 @@ impl Context {
     /// invalid type: string "x", expected usize`), and the server reports it
     /// at that key's line in the config file.
     pub fn config<T: DeserializeOwned>(&self) -> Result<T, Error> {
-        let value: serde_json::Value = serde_json::from_str(&self.config_json)
-            .map_err(|e| format!("{CONFIG_ERROR}: {e}"))?;
+        let value: serde_json::Value =
+            serde_json::from_str(&self.config_json).map_err(|e| format!("{CONFIG_ERROR}: {e}"))?;
         serde_path_to_error::deserialize(value).map_err(|e| {
             let key = e.path().to_string();
             let message = if key == "." {
@@ -36,6 +37,14 @@ impl Context {
             };
             message.into()
         })
+    }
+
+    /// The state the instance this one replaces saved ([`App::save_state`]),
+    /// when a reload in `migrate` mode builds this one; `None` at start-up.
+    /// It is the bytes your plugin wrote, possibly by an older version of it:
+    /// read the previous version's format too, or start empty.
+    pub fn saved_state(&self) -> Option<&[u8]> {
+        self.saved_state.as_deref()
     }
 
     /// The app's config as JSON text.
@@ -117,6 +126,28 @@ pub trait App: Send + Sync + Sized + 'static {
     /// host calls (from any thread) now fail with `SHUT_DOWN`. Stop your threads here.
     fn on_shutdown(&self) {}
 
+    /// A reload in `migrate` mode is replacing this instance: return the
+    /// state the next one should start from ([`Context::saved_state`]), in a
+    /// format of your own, or `None` (the default) to let it start empty.
+    /// Connections, their ids, groups and handshake data are kept by the
+    /// server either way.
+    ///
+    /// # Errors
+    /// An error refuses the reload; this instance keeps serving.
+    fn save_state(&self) -> Result<Option<Vec<u8>>, Error> {
+        Ok(None)
+    }
+
+    /// A connection opened on the instance this one replaced now belongs to
+    /// this one (a reload in `migrate` mode). Default: [`App::on_open`], for
+    /// apps that keep no state across reloads.
+    ///
+    /// # Errors
+    /// An error closes the connection with 1011.
+    fn on_resume(&self, conn: ConnId) -> Result<(), Error> {
+        self.on_open(conn)
+    }
+
     /// A backend pushes a message through the push API. Default: deliver it.
     /// Runs on the HTTP request's thread, possibly while a callback of the
     /// connection concerned runs on another.
@@ -149,19 +180,26 @@ mod tests {
         let context = |json: &str| Context {
             host: Host::detached(),
             config_json: json.to_owned(),
+            saved_state: None,
         };
         let error = context(r#"{"history": "x", "rooms": []}"#)
             .config::<Config>()
             .unwrap_err()
             .to_string();
-        assert!(error.starts_with("invalid app config at `history`: invalid type: string"), "{error}");
+        assert!(
+            error.starts_with("invalid app config at `history`: invalid type: string"),
+            "{error}"
+        );
         assert_eq!(config_error_key(&error), Some("history"));
         let error = context(r#"{"history": 1, "rooms": [{"name": 5}]}"#)
             .config::<Config>()
             .unwrap_err()
             .to_string();
         assert_eq!(config_error_key(&error), Some("rooms[0].name"), "{error}");
-        let error = context(r#"{"rooms": []}"#).config::<Config>().unwrap_err().to_string();
+        let error = context(r#"{"rooms": []}"#)
+            .config::<Config>()
+            .unwrap_err()
+            .to_string();
         assert_eq!(error, "invalid app config: missing field `history`");
         assert_eq!(config_error_key(&error), Some(""));
         assert_eq!(config_error_key("something else"), None);

@@ -355,7 +355,11 @@ impl Host {
             fn send(&self, _: ConnId, _: abi::MessageRef<'_>) -> RResult<(), abi::HostError> {
                 gone()
             }
-            fn broadcast(&self, _: abi::MessageRef<'_>, _: ROption<ConnId>) -> RResult<u64, abi::HostError> {
+            fn broadcast(
+                &self,
+                _: abi::MessageRef<'_>,
+                _: ROption<ConnId>,
+            ) -> RResult<u64, abi::HostError> {
                 gone()
             }
             fn close(&self, _: ConnId, _: u16, _: RStr<'_>) -> RResult<(), abi::HostError> {
@@ -386,6 +390,9 @@ impl Host {
             }
             fn log(&self, _: LogLevel, _: RStr<'_>) {}
         }
-        Host::from_abi(abi::Host_TO::from_ptr(abi_stable::std_types::RArc::new(Detached), TD_Opaque))
+        Host::from_abi(abi::Host_TO::from_ptr(
+            abi_stable::std_types::RArc::new(Detached),
+            TD_Opaque,
+        ))
     }
 }

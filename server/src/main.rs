@@ -222,9 +222,10 @@ fn plugins(config_path: &Path, dir: Option<PathBuf>) -> anyhow::Result<ExitCode>
 fn reload(config_path: &Path) -> anyhow::Result<ExitCode> {
     use std::io::{BufRead, BufReader};
     // A broken config still names a server to ask, which then says why.
-    let dir = Config::load(config_path)
-        .map(|config| config.server.runtime_dir)
-        .unwrap_or_else(|_| runtime_dir::default_for(config_path));
+    let dir = match std::fs::read_to_string(config_path) {
+        Ok(text) => runtime_dir::named_in(config_path, &text),
+        Err(_) => runtime_dir::default_for(config_path),
+    };
     let socket = runtime_dir::control_socket(&dir);
     let mut stream = std::os::unix::net::UnixStream::connect(&socket).with_context(|| {
         format!(

@@ -35,8 +35,9 @@ use crate::server::{AppLocation, Routes, Server, StartError, StartProblem};
 /// How long a reload waits for an app's running callbacks to finish.
 const PAUSE_LIMIT: Duration = Duration::from_secs(5);
 
-/// Mapped plugin libraries past which each reload warns (libraries are never
-/// unloaded; see docs/operations.md for what each costs).
+/// The server warns each time the count of mapped plugin libraries crosses a
+/// multiple of this (libraries are never unloaded; see docs/operations.md for
+/// what each costs).
 pub const MAPPED_LIBRARIES_WARNING: usize = 64;
 
 /// Close code for connections a reload ends: Service Restart.
@@ -131,6 +132,7 @@ pub async fn reload(server: &Arc<Server>, config_path: &Path) -> Result<ReloadRe
     if server.shutdown_token().is_cancelled() {
         return Err(ReloadError::ShuttingDown);
     }
+    let mapped_before = server.store().mapped();
     let result = apply(server, config_path).await;
     server.metrics().reloaded(result.is_ok());
     server
@@ -140,7 +142,7 @@ pub async fn reload(server: &Arc<Server>, config_path: &Path) -> Result<ReloadRe
         Ok(report) => {
             tracing::info!(%report, "reload applied");
             let mapped = server.store().mapped();
-            if mapped > MAPPED_LIBRARIES_WARNING {
+            if mapped / MAPPED_LIBRARIES_WARNING > mapped_before / MAPPED_LIBRARIES_WARNING {
                 tracing::warn!(
                     mapped,
                     "{mapped} plugin libraries are mapped: each reload of a changed plugin maps one more, released only by a restart (docs/operations.md)"

@@ -45,6 +45,35 @@ pub fn default_for(config_path: &Path) -> PathBuf {
     std::env::temp_dir().join(format!("switchboard-{hash:016x}"))
 }
 
+/// The runtime directory a config file sets, read leniently: a file that does
+/// not parse as a whole still names it if its `[server] runtime_dir` line is
+/// intact (so `switchboard reload` can reach the server and let it say what is
+/// wrong). Relative paths are resolved against the file's directory.
+pub fn named_in(config_path: &Path, text: &str) -> PathBuf {
+    let (document, _errors) = toml::de::DeTable::parse_recoverable(text);
+    let named = document
+        .get_ref()
+        .get("server")
+        .and_then(|server| match server.get_ref() {
+            toml::de::DeValue::Table(server) => server.get("runtime_dir"),
+            _ => None,
+        })
+        .and_then(|dir| match dir.get_ref() {
+            toml::de::DeValue::String(dir) => Some(PathBuf::from(dir.as_ref())),
+            _ => None,
+        });
+    match named {
+        Some(dir) => {
+            let base = config_path
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            base.join(dir)
+        }
+        None => default_for(config_path),
+    }
+}
+
 /// The control socket of a runtime directory.
 pub fn control_socket(dir: &Path) -> PathBuf {
     dir.join(CONTROL_SOCKET)
@@ -93,6 +122,16 @@ mod tests {
         assert_eq!(a, default_for(Path::new("/etc/switchboard/a.toml")));
         assert_ne!(a, default_for(Path::new("/etc/switchboard/b.toml")));
         assert!(a.starts_with(std::env::temp_dir()));
+    }
+
+    #[test]
+    fn a_broken_file_still_names_its_runtime_dir() {
+        let path = Path::new("/etc/sb/switchboard.toml");
+        assert_eq!(
+            named_in(path, "[server]\nruntime_dir = \"run\"\n[[app\n"),
+            PathBuf::from("/etc/sb/run")
+        );
+        assert_eq!(named_in(path, "[[[ nothing"), default_for(path));
     }
 
     #[test]

@@ -4,10 +4,11 @@
 // library reconnecting after a server restart.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import { appendFileSync, copyFileSync } from 'node:fs';
 import { once } from 'node:events';
 import { join } from 'node:path';
-import { startServer, launch, shoot, root } from './support.mjs';
+import { startServer, launch, shoot, root, target } from './support.mjs';
 
 let server;
 let browser;
@@ -77,6 +78,50 @@ test('chat: two browser contexts talk in a room', async () => {
   await bob.context.close();
   await alice.page.locator('#log .sys', { hasText: 'bob disconnected' }).waitFor();
   await alice.context.close();
+});
+
+test('chat: a reload with a new build keeps both pages open and talking', async () => {
+  // The chat app from a copy of its plugin, so the test can change the file.
+  const reloadable = await startServer(0, (dir) => {
+    copyFileSync(join(target, 'libchat.so'), join(dir, 'libchat.so'));
+    return `[[app]]\npath = "/chat"\nplugin = ${JSON.stringify(join(dir, 'libchat.so'))}\n`;
+  });
+  try {
+    const pages = [];
+    for (const name of ['ana', 'ben']) {
+      const context = await browser.newContext();
+      const page = await context.newPage();
+      page.on('pageerror', (error) => assert.fail(`page error: ${error.message}`));
+      await page.goto(reloadable.url + '/chat.html');
+      await page.locator('#status.open').waitFor();
+      // Every status the client library reports from now on.
+      await page.evaluate(() => {
+        window.statuses = [];
+        window.sb.addEventListener('status', (event) => window.statuses.push(event.detail.status));
+      });
+      await page.fill('#nick', name);
+      await page.click('#join button');
+      await page.locator('#where', { hasText: `in #lobby as ${name}` }).waitFor();
+      pages.push({ context, page });
+    }
+    const [ana, ben] = pages;
+    // A new build of the plugin (other bytes, same code), then a reload.
+    appendFileSync(join(reloadable.dir, 'libchat.so'), `rebuilt ${Date.now()}`);
+    const reload = spawnSync(join(target, 'switchboard'), ['--config', reloadable.config, 'reload'], { encoding: 'utf8' });
+    assert.equal(reload.status, 0, reload.stdout + reload.stderr);
+    assert.match(reload.stdout, /reloaded: \/chat \(migrate\)/);
+    await ana.page.fill('#text', 'after the reload');
+    await ana.page.press('#text', 'Enter');
+    await ben.page.locator('#log .in', { hasText: 'ana: after the reload' }).waitFor();
+    for (const { page } of pages) {
+      assert.deepEqual(await page.evaluate(() => window.statuses), [], 'the connection never left open');
+      assert.equal(await page.locator('#status').getAttribute('class'), 'status open');
+    }
+    await shoot(ben.page, 'chat-after-reload');
+    for (const { context } of pages) await context.close();
+  } finally {
+    await reloadable.stop();
+  }
 });
 
 test('index: every app is listed from the server, with no console error', async () => {

@@ -51,13 +51,17 @@ paths = ["/hub", "/hub/web"]
 plugin = "hub"
 `;
 
-/** Starts the server (on `port`, 0 for any) and resolves with {url, port, stop}. */
-export async function startServer(port = 0) {
+/**
+ * Starts the server (on `port`, 0 for any) and resolves with {url, port, config, dir, stop}.
+ * `apps` replaces the apps of the config (given the test directory, where
+ * plugin copies may go).
+ */
+export async function startServer(port = 0, apps = () => APPS) {
   const binary = join(target, 'switchboard');
   if (!existsSync(binary)) throw new Error(`${binary} is missing: run cargo build --workspace first`);
   const dir = mkdtempSync(join(tmpdir(), 'switchboard-browser-'));
   const config = join(dir, 'switchboard.toml');
-  writeFileSync(config, `[server]\nlisten = "127.0.0.1:${port}"\nplugin_dir = ${JSON.stringify(target)}\nstatic_dir = ${JSON.stringify(join(root, 'examples/web'))}\n${APPS}`);
+  writeFileSync(config, `[server]\nlisten = "127.0.0.1:${port}"\nplugin_dir = ${JSON.stringify(target)}\nruntime_dir = ${JSON.stringify(join(dir, 'run'))}\nstatic_dir = ${JSON.stringify(join(root, 'examples/web'))}\n${apps(dir)}`);
   const child = spawn(binary, ['--config', config], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, SWITCHBOARD_LOG: 'warn' } });
   const lines = createInterface({ input: child.stdout });
   const [line] = await Promise.race([
@@ -71,7 +75,7 @@ export async function startServer(port = 0) {
       await once(child, 'exit');
     }
   };
-  return { url, port: Number(new URL(url).port), stop };
+  return { url, port: Number(new URL(url).port), config, dir, stop };
 }
 
 /** Launches headless Chromium with the flags this sandbox needs. */

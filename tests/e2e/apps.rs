@@ -320,3 +320,125 @@ async fn the_clock_publishes_from_its_own_thread_and_clients_can_pause() {
     assert_eq!(expect_type(&mut ws, "ok").await["subscribed"], true);
     expect_type(&mut ws, "tick").await;
 }
+
+/// The chat and locks apps from copies of their plugins in `dir`.
+fn reloadable_apps(dir: &std::path::Path) -> (TestConfig, std::path::PathBuf, std::path::PathBuf) {
+    let chat = switchboard_tests::plugin_copy("chat", dir);
+    let locks = switchboard_tests::plugin_copy("locks", dir);
+    let config = TestConfig::new().apps(&format!(
+        "[[app]]\npath = \"/chat\"\nplugin = {:?}\n[app.config]\nhistory = 3\n\n[[app]]\npath = \"/locks\"\nplugin = {:?}\n",
+        chat.display().to_string(),
+        locks.display().to_string()
+    ));
+    (config, chat, locks)
+}
+
+async fn reload(server: &TestServer) -> String {
+    let output = server.reload().await;
+    let text = switchboard_tests::output_text(&output);
+    assert!(output.status.success(), "{text}");
+    text
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn chat_rooms_nicknames_and_history_survive_a_reload_of_a_new_build() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, chat, _) = reloadable_apps(dir.path());
+    let server = TestServer::start(config).await;
+    let mut alice = chat_client(&server, "alice").await;
+    let mut bob = chat_client(&server, "bob").await;
+    let mut carol = chat_client(&server, "carol").await;
+    for ws in [&mut alice, &mut bob, &mut carol] {
+        send_json(ws, json!({"type": "join", "room": "lobby"})).await;
+        expect_type(ws, "joined").await;
+    }
+    for text in ["one", "two"] {
+        send_json(
+            &mut alice,
+            json!({"type": "say", "room": "lobby", "text": text}),
+        )
+        .await;
+        for ws in [&mut alice, &mut bob, &mut carol] {
+            assert_eq!(expect_type(ws, "message").await["text"], text);
+        }
+    }
+
+    switchboard_tests::rebuild_in_place(&chat);
+    let printed = reload(&server).await;
+    assert!(printed.contains("reloaded: /chat (migrate)"), "{printed}");
+    assert!(printed.contains("unchanged: /locks"), "{printed}");
+
+    // Same room, same nicknames, messages keep flowing.
+    send_json(
+        &mut bob,
+        json!({"type": "say", "room": "lobby", "text": "after"}),
+    )
+    .await;
+    for ws in [&mut alice, &mut bob, &mut carol] {
+        let message = expect_type(ws, "message").await;
+        assert_eq!(
+            (message["nick"].as_str(), message["text"].as_str()),
+            (Some("bob"), Some("after"))
+        );
+    }
+    send_json(&mut carol, json!({"type": "members", "room": "lobby"})).await;
+    assert_eq!(
+        expect_type(&mut carol, "members").await["members"],
+        json!(["alice", "bob", "carol"])
+    );
+    // History intact for a late joiner.
+    let mut dave = chat_client(&server, "dave").await;
+    send_json(&mut dave, json!({"type": "join", "room": "lobby"})).await;
+    let joined = expect_type(&mut dave, "joined").await;
+    let history: Vec<&str> = joined["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|line| line["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(history, vec!["one", "two", "after"]);
+    assert_eq!(server.health().await["apps"]["/chat"]["reloads"], 1);
+    // Nobody was welcomed twice: the reload resumed them silently.
+    send_json(&mut alice, json!({"type": "nick", "nick": "alice2"})).await;
+    assert_eq!(expect_type(&mut alice, "nick").await["nick"], "alice2");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn held_locks_and_the_waiting_line_survive_a_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, _, locks) = reloadable_apps(dir.path());
+    let server = TestServer::start(config).await;
+    let (mut anna, _) = locks_client(&server, "Anna").await;
+    let (mut ben, ben_id) = locks_client(&server, "Ben").await;
+    send_json(&mut anna, json!({"type": "show", "ids": ["isbn-1"]})).await;
+    assert_eq!(
+        expect_type(&mut anna, "shown").await["mine"],
+        json!(["isbn-1"])
+    );
+    send_json(
+        &mut ben,
+        json!({"type": "show", "ids": ["isbn-1", "isbn-2"]}),
+    )
+    .await;
+    let shown = expect_type(&mut ben, "shown").await;
+    assert_eq!(shown["mine"], json!(["isbn-2"]));
+    assert_eq!(shown["held_by_others"]["isbn-1"]["user"], "Anna");
+
+    switchboard_tests::rebuild_in_place(&locks);
+    let printed = reload(&server).await;
+    assert!(printed.contains("reloaded: /locks (migrate)"), "{printed}");
+
+    // A new client sees the same holders.
+    let mut cleo = server.ws("/locks").await;
+    let welcome = expect_type(&mut cleo, "welcome").await;
+    assert_eq!(welcome["locks"]["isbn-1"]["user"], "Anna");
+    assert_eq!(welcome["locks"]["isbn-2"]["user"], "Ben");
+    // Anna leaves: Ben, who was waiting, inherits isbn-1.
+    drop(anna);
+    assert_eq!(
+        expect_type(&mut ben, "acquired").await["ids"],
+        json!(["isbn-1"])
+    );
+    let locked = expect_type(&mut cleo, "locked").await;
+    assert_eq!(locked["conn"], ben_id);
+}

@@ -362,3 +362,46 @@ async fn keepalive_pings_carry_the_php_payload() {
     assert_eq!(&buf[2..2 + len], br#"{"opcode":"PING"}"#);
     assert!(n >= 2 + len);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn registrations_and_signed_uuids_survive_a_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = switchboard_tests::plugin_copy("hub", dir.path());
+    // No secret configured: the one generated at start must outlive the reload.
+    let apps = HUB
+        .replace(
+            "plugin = \"hub\"",
+            &format!("plugin = {:?}", hub.display().to_string()),
+        )
+        .replace("secret = \"a-test-secret-of-enough-length\"\n", "");
+    assert!(!apps.contains("secret ="));
+    let server = TestServer::start(TestConfig::new().apps(&apps)).await;
+    let mut browser = BrowserLike::connect(&server, "/hub").await;
+    let mut backend = PhpLike::connect(&server, "/hub/php", "worker").await;
+    let mut other = PhpLike::connect(&server, "/hub/php", "beta").await;
+
+    switchboard_tests::rebuild_in_place(&hub);
+    let output = server.reload().await;
+    let printed = switchboard_tests::output_text(&output);
+    assert!(printed.contains("reloaded: /hub (migrate)"), "{printed}");
+
+    // The uuid handed out before the reload still verifies (the generated
+    // secret was kept), and the backends' idents are still known.
+    backend
+        .talk(json!({"opcode": "feedback", "uuid": browser.uuid, "message": "after reload", "fromUUID": backend.uuid}))
+        .await;
+    let packet: Value = serde_json::from_str(&browser.packet().await).unwrap();
+    assert_eq!(packet["message"], "after reload", "{packet}");
+    backend
+        .talk(json!({"opcode": "feedback", "ident": "beta", "uuid": "", "message": "hello beta", "fromUUID": backend.uuid}))
+        .await;
+    let packet: Value =
+        serde_json::from_str(&other.read().await.expect("feedback for beta")).unwrap();
+    assert_eq!(packet["message"], "hello beta");
+    // A browser that connects now is signed with the same secret.
+    let late = BrowserLike::connect(&server, "/hub").await;
+    assert!(is_signed_uuid(&late.uuid));
+    backend
+        .talk(json!({"opcode": "feedback", "uuid": late.uuid, "message": "to the late one"}))
+        .await;
+}

@@ -14,6 +14,8 @@ mod http;
 mod startup;
 // Plugins built against other plugin-api versions: a newer one is served.
 mod compat;
+// Reload by signal, command and watching; migrate, drain, restart; refusals.
+mod reload;
 // Many clients on several apps at once; shutdown.
 mod concurrency;
 // Every Host call, through the test-kit plugin.

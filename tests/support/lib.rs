@@ -103,6 +103,28 @@ pub fn abi_fixture(name: &str) -> PathBuf {
     path
 }
 
+/// Copies a built plugin (`chat`) into `dir` and returns the copy's path, for
+/// tests that change the file and reload.
+pub fn plugin_copy(name: &str, dir: &Path) -> PathBuf {
+    let source = plugin_path(name);
+    let copy = dir.join(source.file_name().expect("file name"));
+    std::fs::copy(&source, &copy).expect("copy plugin");
+    copy
+}
+
+/// Makes `plugin` a new build as far as the server can tell (other bytes,
+/// same code): appends bytes after the end of the library, which the dynamic
+/// loader ignores. A reload then gives its apps a new instance.
+pub fn rebuild_in_place(plugin: &Path) {
+    use std::io::Write;
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(plugin)
+        .expect("open plugin");
+    file.write_all(format!("rebuilt {:?}", std::time::SystemTime::now()).as_bytes())
+        .expect("append");
+}
+
 /// The switchboard binary.
 pub fn binary() -> PathBuf {
     artifact(&format!("switchboard{}", std::env::consts::EXE_SUFFIX))
@@ -124,6 +146,7 @@ plugin = "commands"
 pub struct TestConfig {
     server: Vec<String>,
     rest: String,
+    plugin_dir: Option<PathBuf>,
 }
 
 impl TestConfig {
@@ -132,6 +155,7 @@ impl TestConfig {
         TestConfig {
             server: Vec::new(),
             rest: EXAMPLE_APPS.to_owned(),
+            plugin_dir: None,
         }
     }
 
@@ -147,11 +171,18 @@ impl TestConfig {
         self
     }
 
+    /// Loads plugins from `dir` instead of the build directory.
+    pub fn plugin_dir(mut self, dir: &Path) -> Self {
+        self.plugin_dir = Some(dir.to_owned());
+        self
+    }
+
     /// The config file's text.
     pub fn render(&self) -> String {
+        let plugin_dir = self.plugin_dir.clone().unwrap_or_else(target_dir);
         let mut text = format!(
             "[server]\nlisten = \"127.0.0.1:0\"\nplugin_dir = {:?}\n",
-            target_dir().display().to_string()
+            plugin_dir.display().to_string()
         );
         for line in &self.server {
             text.push_str(line);
@@ -176,16 +207,35 @@ pub struct TestServer {
     dir: TempDir,
 }
 
+/// The config text with the runtime directory inside the test's own
+/// directory, so a killed server leaves nothing behind.
+fn config_in(dir: &Path, config: &TestConfig) -> String {
+    config.render().replacen(
+        "[server]\n",
+        &format!(
+            "[server]\nruntime_dir = {:?}\n",
+            dir.join("run").display().to_string()
+        ),
+        1,
+    )
+}
+
 impl TestServer {
     /// Starts the binary with `config` and waits until it listens.
     pub async fn start(config: TestConfig) -> TestServer {
+        TestServer::start_with(config, &[]).await
+    }
+
+    /// Starts the binary with `config` and extra arguments (`--watch`).
+    pub async fn start_with(config: TestConfig, args: &[&str]) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let config_path = dir.path().join("switchboard.toml");
-        std::fs::write(&config_path, config.render()).expect("write config");
+        std::fs::write(&config_path, config_in(dir.path(), &config)).expect("write config");
         let stderr = std::fs::File::create(dir.path().join("stderr.log")).expect("stderr log");
         let mut child = Command::new(binary())
             .arg("--config")
             .arg(&config_path)
+            .args(args)
             .env("SWITCHBOARD_LOG", "debug")
             .stdout(Stdio::piped())
             .stderr(stderr)
@@ -280,6 +330,63 @@ impl TestServer {
     /// The server's log so far.
     pub fn log(&self) -> String {
         read_log(self.dir.path())
+    }
+
+    /// The config file it serves.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("switchboard.toml")
+    }
+
+    /// The test's own directory (config, log, runtime directory).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Replaces the config file with `config` (for a reload).
+    pub fn rewrite_config(&self, config: &TestConfig) {
+        std::fs::write(self.config_path(), config_in(self.dir.path(), config))
+            .expect("write config");
+    }
+
+    /// Sends SIGHUP.
+    pub fn hangup(&self) {
+        let pid = self.child.id().expect("running");
+        let status = std::process::Command::new("kill")
+            .arg("-HUP")
+            .arg(pid.to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+    }
+
+    /// Runs `switchboard reload` for this server's config; returns its output.
+    pub async fn reload(&self) -> Output {
+        Command::new(binary())
+            .arg("--config")
+            .arg(self.config_path())
+            .arg("reload")
+            .output()
+            .await
+            .expect("run switchboard reload")
+    }
+
+    /// The `/_/health` document.
+    pub async fn health(&self) -> serde_json::Value {
+        let response = self.get("/_/health").await;
+        let body = response.split("\r\n\r\n").nth(1).unwrap_or("");
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {response}"))
+    }
+
+    /// Waits until `/_/health` reports `reloads` reloads of the app at `path`
+    /// (a reload by signal answers nobody).
+    pub async fn wait_for_reloads(&self, path: &str, reloads: u64) {
+        for _ in 0..200 {
+            if self.health().await["apps"][path]["reloads"] == reloads {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("{path} was not reloaded {reloads} times:\n{}", self.log());
     }
 
     /// Sends SIGTERM and waits for the process to exit; returns its stdout rest and status.

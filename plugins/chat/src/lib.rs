@@ -14,7 +14,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use switchboard_plugin_api::{
-    export_app, Accept, App, ConnId, Context, Error, Handshake, Host, Message, Reject, Shared,
+    export_app, Accept, App, ConnId, Context, Error, Handshake, Host, LogLevel, Message, Reject,
+    Shared,
 };
 
 /// The `[app.config]` table.
@@ -62,7 +63,7 @@ enum Command {
 }
 
 /// One line of a room's history.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Line {
     nick: String,
     text: String,
@@ -74,6 +75,65 @@ struct State {
     nicks: HashMap<ConnId, String>,
     rooms_of: HashMap<ConnId, BTreeSet<String>>,
     history: HashMap<String, VecDeque<Line>>,
+}
+
+/// The state a reload hands to the next instance (`save_state`): JSON, with
+/// connection ids as text. Version 1; a later version must read this one.
+#[derive(Serialize, Deserialize)]
+struct SavedState {
+    version: u32,
+    nicks: Vec<(String, String)>,
+    rooms_of: Vec<(String, Vec<String>)>,
+    history: Vec<(String, Vec<Line>)>,
+}
+
+impl State {
+    fn save(&self) -> SavedState {
+        SavedState {
+            version: 1,
+            nicks: self
+                .nicks
+                .iter()
+                .map(|(conn, nick)| (conn.to_string(), nick.clone()))
+                .collect(),
+            rooms_of: self
+                .rooms_of
+                .iter()
+                .map(|(conn, rooms)| (conn.to_string(), rooms.iter().cloned().collect()))
+                .collect(),
+            history: self
+                .history
+                .iter()
+                .map(|(room, lines)| (room.clone(), lines.iter().cloned().collect()))
+                .collect(),
+        }
+    }
+
+    /// The state saved by a previous instance; connection ids that do not
+    /// parse are dropped, a history longer than this instance keeps is cut.
+    fn restore(saved: SavedState, history: usize) -> State {
+        let conn = |id: &str| id.parse::<ConnId>().ok();
+        State {
+            nicks: saved
+                .nicks
+                .into_iter()
+                .filter_map(|(id, nick)| Some((conn(&id)?, nick)))
+                .collect(),
+            rooms_of: saved
+                .rooms_of
+                .into_iter()
+                .filter_map(|(id, rooms)| Some((conn(&id)?, rooms.into_iter().collect())))
+                .collect(),
+            history: saved
+                .history
+                .into_iter()
+                .map(|(room, lines)| {
+                    let skip = lines.len().saturating_sub(history);
+                    (room, lines.into_iter().skip(skip).collect())
+                })
+                .collect(),
+        }
+    }
 }
 
 struct Chat {
@@ -276,10 +336,24 @@ impl App for Chat {
         if config.auth_token.as_deref() == Some("") {
             return Err("auth_token must not be empty (leave it out to allow everyone)".into());
         }
+        let state = match context
+            .saved_state()
+            .map(serde_json::from_slice::<SavedState>)
+        {
+            Some(Ok(saved)) if saved.version == 1 => State::restore(saved, config.history),
+            Some(_) => {
+                context.host.log(
+                    LogLevel::WARN,
+                    "the state saved by the previous instance is not in a format this version reads; starting empty",
+                );
+                State::default()
+            }
+            None => State::default(),
+        };
         Ok(Chat {
             host: context.host,
             config,
-            state: Shared::default(),
+            state: Shared::new(state),
         })
     }
 
@@ -304,6 +378,20 @@ impl App for Chat {
                 Err(Reject::new(401, "a chat token is required")
                     .header("www-authenticate", "Bearer"))
             }
+        }
+    }
+
+    fn save_state(&self) -> Result<Option<Vec<u8>>, Error> {
+        Ok(Some(serde_json::to_vec(&self.lock().save())?))
+    }
+
+    fn on_resume(&self, conn: ConnId) -> Result<(), Error> {
+        // A client the previous instance knew keeps its nickname and rooms
+        // (the server kept its groups); one it did not know is welcomed.
+        if self.lock().nicks.contains_key(&conn) {
+            Ok(())
+        } else {
+            self.on_open(conn)
         }
     }
 

@@ -13,7 +13,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::Sha256;
 use switchboard_plugin_api::{
@@ -80,8 +80,23 @@ struct Client {
     buffer: Option<Vec<String>>,
 }
 
+/// The state a reload hands to the next instance (`save_state`): JSON.
+/// Version 1; a later version must read this one. Pending chunks are not
+/// kept (a client sends its chunked message again after an error).
+#[derive(Serialize, Deserialize)]
+struct SavedState {
+    version: u32,
+    /// The secret generated at start, when none is configured, so the uuids
+    /// handed out stay valid (hex).
+    generated_secret: Option<String>,
+    /// Connection id, `php` or `web`, ident, registered uuid.
+    clients: Vec<(String, String, String, Option<String>)>,
+}
+
 struct Hub {
     host: Host,
+    /// Whether the secret was generated here rather than configured.
+    secret_generated: bool,
     config: HubConfig,
     backend_nets: Vec<ipnet::IpNet>,
     secret: Vec<u8>,
@@ -244,23 +259,71 @@ impl App for Hub {
             })?),
             (None, None) => None,
         };
-        let secret = match configured {
+        let saved = match context
+            .saved_state()
+            .map(serde_json::from_slice::<SavedState>)
+        {
+            Some(Ok(saved)) if saved.version == 1 => Some(saved),
+            Some(_) => {
+                context.host.log(
+                    LogLevel::WARN,
+                    "the state saved by the previous instance is not in a format this version reads; starting empty",
+                );
+                None
+            }
+            None => None,
+        };
+        let previous_secret = saved
+            .as_ref()
+            .and_then(|s| s.generated_secret.as_deref())
+            .and_then(|hex_text| hex::decode(hex_text).ok());
+        let (secret, secret_generated) = match configured {
             Some(secret) if secret.len() < 16 => {
                 return Err("the secret must have at least 16 characters".into())
             }
-            Some(secret) => secret.into_bytes(),
-            None => [
-                uuid::Uuid::new_v4().into_bytes(),
-                uuid::Uuid::new_v4().into_bytes(),
-            ]
-            .concat(),
+            Some(secret) => (secret.into_bytes(), false),
+            // A reload keeps the secret of the run, so handed-out uuids stay valid.
+            None => match previous_secret {
+                Some(secret) => (secret, true),
+                None => (
+                    [
+                        uuid::Uuid::new_v4().into_bytes(),
+                        uuid::Uuid::new_v4().into_bytes(),
+                    ]
+                    .concat(),
+                    true,
+                ),
+            },
         };
+        let clients = saved
+            .map(|saved| {
+                saved
+                    .clients
+                    .into_iter()
+                    .filter_map(|(id, kind, ident, registered_uuid)| {
+                        let kind = if kind == "php" {
+                            Kind::Backend
+                        } else {
+                            Kind::Browser
+                        };
+                        let client = Client {
+                            kind,
+                            ident,
+                            registered_uuid,
+                            buffer: None,
+                        };
+                        Some((id.parse::<ConnId>().ok()?, client))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
         Ok(Hub {
             host: context.host,
+            secret_generated,
             config,
             backend_nets,
             secret,
-            clients: Shared::default(),
+            clients: Shared::new(clients),
         })
     }
 
@@ -288,6 +351,41 @@ impl App for Hub {
             .unwrap_or("")
             .trim_matches(['\'', '"']);
         Ok(Accept::new().data(format!("{}:{ident}", if backend { "php" } else { "web" })))
+    }
+
+    fn save_state(&self) -> Result<Option<Vec<u8>>, Error> {
+        let clients = self
+            .clients()
+            .iter()
+            .map(|(conn, client)| {
+                let kind = match client.kind {
+                    Kind::Backend => "php",
+                    Kind::Browser => "web",
+                };
+                (
+                    conn.to_string(),
+                    kind.to_owned(),
+                    client.ident.clone(),
+                    client.registered_uuid.clone(),
+                )
+            })
+            .collect();
+        let saved = SavedState {
+            version: 1,
+            generated_secret: self.secret_generated.then(|| hex::encode(&self.secret)),
+            clients,
+        };
+        Ok(Some(serde_json::to_vec(&saved)?))
+    }
+
+    fn on_resume(&self, conn: ConnId) -> Result<(), Error> {
+        // A client the previous instance knew keeps its registration and its
+        // signed uuid; its pacing and groups are the server's and stay.
+        if self.clients().contains_key(&conn) {
+            Ok(())
+        } else {
+            self.on_open(conn)
+        }
     }
 
     fn on_open(&self, conn: ConnId) -> Result<(), Error> {

@@ -14,7 +14,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use switchboard_plugin_api::{export_app, App, ConnId, Context, Error, Host, Message, Shared};
+use switchboard_plugin_api::{
+    export_app, App, ConnId, Context, Error, Host, LogLevel, Message, Shared,
+};
 
 /// The `[app.config]` table.
 #[derive(Debug, Deserialize)]
@@ -67,6 +69,77 @@ struct State {
     users: HashMap<ConnId, String>,
     shown: HashMap<ConnId, BTreeSet<String>>,
     locks: BTreeMap<String, Lock>,
+}
+
+/// The state a reload hands to the next instance (`save_state`): JSON, with
+/// connection ids as text. Version 1; a later version must read this one.
+#[derive(Serialize, Deserialize)]
+struct SavedState {
+    version: u32,
+    users: Vec<(String, String)>,
+    shown: Vec<(String, Vec<String>)>,
+    /// Id, holder, since, waiting line.
+    locks: Vec<(String, String, u64, Vec<String>)>,
+}
+
+impl State {
+    fn save(&self) -> SavedState {
+        SavedState {
+            version: 1,
+            users: self
+                .users
+                .iter()
+                .map(|(conn, user)| (conn.to_string(), user.clone()))
+                .collect(),
+            shown: self
+                .shown
+                .iter()
+                .map(|(conn, ids)| (conn.to_string(), ids.iter().cloned().collect()))
+                .collect(),
+            locks: self
+                .locks
+                .iter()
+                .map(|(id, lock)| {
+                    (
+                        id.clone(),
+                        lock.holder.to_string(),
+                        lock.since,
+                        lock.waiting.iter().map(ConnId::to_string).collect(),
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    /// The state saved by a previous instance; entries whose connection ids
+    /// do not parse are dropped.
+    fn restore(saved: SavedState) -> State {
+        let conn = |id: &str| id.parse::<ConnId>().ok();
+        State {
+            users: saved
+                .users
+                .into_iter()
+                .filter_map(|(id, user)| Some((conn(&id)?, user)))
+                .collect(),
+            shown: saved
+                .shown
+                .into_iter()
+                .filter_map(|(id, ids)| Some((conn(&id)?, ids.into_iter().collect())))
+                .collect(),
+            locks: saved
+                .locks
+                .into_iter()
+                .filter_map(|(id, holder, since, waiting)| {
+                    let lock = Lock {
+                        holder: conn(&holder)?,
+                        since,
+                        waiting: waiting.iter().filter_map(|w| conn(w)).collect(),
+                    };
+                    Some((id, lock))
+                })
+                .collect(),
+        }
+    }
 }
 
 /// What a change did, to be told to clients after the lock is released.
@@ -294,11 +367,35 @@ impl App for Locks {
         if config.max_ids == 0 || config.max_id_length == 0 || config.max_user_length == 0 {
             return Err("max_ids, max_id_length and max_user_length must be at least 1".into());
         }
+        let state = match context
+            .saved_state()
+            .map(serde_json::from_slice::<SavedState>)
+        {
+            Some(Ok(saved)) if saved.version == 1 => State::restore(saved),
+            Some(_) => {
+                context.host.log(
+                    LogLevel::WARN,
+                    "the state saved by the previous instance is not in a format this version reads; starting empty",
+                );
+                State::default()
+            }
+            None => State::default(),
+        };
         Ok(Locks {
             host: context.host,
             config,
-            state: Shared::default(),
+            state: Shared::new(state),
         })
+    }
+
+    fn save_state(&self) -> Result<Option<Vec<u8>>, Error> {
+        Ok(Some(serde_json::to_vec(&self.lock().save())?))
+    }
+
+    fn on_resume(&self, _conn: ConnId) -> Result<(), Error> {
+        // Its user name, shown ids, held locks and places in waiting lines
+        // came with the saved state; the client already has the lock table.
+        Ok(())
     }
 
     fn on_open(&self, conn: ConnId) -> Result<(), Error> {

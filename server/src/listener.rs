@@ -22,7 +22,8 @@ pub async fn serve(server: Arc<Server>, listener: TcpListener, stop: impl Future
     }
     server.shutdown_token().cancel();
     let going_away = going_away();
-    for app in server.apps() {
+    let draining = server.draining().clone();
+    for app in server.apps().iter().chain(&draining) {
         app.registry().close_all(&going_away);
     }
     let tracker = server.tracker();
@@ -34,6 +35,7 @@ pub async fn serve(server: Arc<Server>, listener: TcpListener, stop: impl Future
             "shutdown grace period over; dropping remaining connections"
         );
     }
+    // Draining apps are shut down by their drain tasks, which the tracker waited for.
     for app in server.apps() {
         app.shut_down();
     }

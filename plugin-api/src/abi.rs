@@ -7,11 +7,15 @@
 //!
 //! - every addition bumps this crate's version (0.1.1 → 0.1.2), so that a
 //!   version names exactly one ABI, and the appended item's doc names the
-//!   version that added it;
-//! - a server loads plugins built against its own plugin-api version or an
-//!   older one of the same series (0.1.0 to 0.1.2 for a 0.1.2 server); a
-//!   plugin built against a newer one is refused, because it may call host
-//!   methods the server does not have;
+//!   version that added it; a field added to a struct that is not a prefix
+//!   type (such as [`ConnInfo`]) changes its layout and starts a new series
+//!   (0.1.x → 0.2.0);
+//! - a server loads plugins built against its own plugin-api version or a
+//!   newer one of the same series (0.2.0 and later 0.2.x for a 0.2.0 server),
+//!   never an older one: abi_stable lets the plugin's side of a prefix type
+//!   have more fields and methods than the server's, never fewer, and the
+//!   `Host` the server hands a plugin is one. A `Host` method a server lacks
+//!   answers its default in a newer plugin;
 //! - fields are only appended to [`PluginModule`] after its last prefix field;
 //! - methods are only appended to [`App`] and [`Host`] after their
 //!   `last_prefix_field` method, and always with a default body;
@@ -137,6 +141,11 @@ pub struct HandshakeRequest<'a> {
     pub headers: RSlice<'a, HeaderRef<'a>>,
     /// The subprotocols the client offered, in its order of preference.
     pub subprotocols: RSlice<'a, RStr<'a>>,
+    /// What a path pattern of the mount captured (`/rooms/{room}` →
+    /// `room`), percent-decoded; empty for an exact path.
+    ///
+    /// Added in 0.2.0.
+    pub params: RSlice<'a, HeaderRef<'a>>,
 }
 
 /// The app accepts the connection.
@@ -248,6 +257,14 @@ pub struct ConnInfo {
     pub connected_at_ms: u64,
     /// The data the app attached when it accepted the handshake.
     pub data: RString,
+    /// What a path pattern of the mount captured, percent-decoded.
+    ///
+    /// Added in 0.2.0.
+    pub params: RVec<Header>,
+    /// The negotiated `Sec-WebSocket-Extensions` (empty when none).
+    ///
+    /// Added in 0.2.0.
+    pub extensions: RString,
 }
 
 /// One app instance inside a plugin, as the server calls it.

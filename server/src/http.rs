@@ -106,10 +106,17 @@ where
             }
         }
     }
-    if let Some(app) = server.app(&path) {
-        return crate::upgrade::upgrade::<S>(request, peer, server, app, slot).await;
+    let routes = server.routes();
+    match routes.lookup(&path) {
+        Some(Ok(matched)) => {
+            return crate::upgrade::upgrade::<S>(request, peer, server, matched, slot).await;
+        }
+        Some(Err(capture)) => {
+            return response::text(StatusCode::BAD_REQUEST, format!("{capture}\n"));
+        }
+        None => {}
     }
-    let config = server.config();
+    let config = &routes.config;
     if path == config.push.path {
         return crate::push::handle(request, peer, server).await;
     }

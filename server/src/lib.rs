@@ -21,6 +21,8 @@
 //! - [`reload`]: new plugin builds and config without dropping a client.
 //! - [`server`]: the running server's state: mounted apps, shared settings,
 //!   limits, metrics, shutdown token and task tracker; `/_/health`.
+//! - [`routes`]: what the server serves now: the config, its apps, and the
+//!   path table (exact paths, patterns, apps chosen by subprotocol).
 //! - [`connection`]: one WebSocket: reads, writes, pings, close handshake.
 //! - [`plugin`]: loading plugin files, the `Host` given to apps, calling apps.
 //! - [`registry`]: one app's connections and groups, and the one delivery path
@@ -50,6 +52,7 @@ pub mod push;
 pub mod registry;
 pub mod reload;
 pub mod response;
+pub mod routes;
 pub mod runtime_dir;
 pub mod server;
 pub mod static_files;

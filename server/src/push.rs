@@ -44,8 +44,8 @@ pub enum PushError {
         /// What is wrong.
         message: String,
     },
-    /// No app on that path.
-    #[error("no app is mounted at {0:?}")]
+    /// No app on that path (and subprotocol).
+    #[error("{0}")]
     NoApp(String),
     /// The app refused the push.
     #[error("vetoed by the app: {0}")]
@@ -110,6 +110,7 @@ struct PushBody {
 struct TargetBody {
     client: Option<String>,
     app: Option<String>,
+    subprotocol: Option<String>,
     group: Option<String>,
 }
 
@@ -373,6 +374,12 @@ fn parse(item: &Value, server: &Server) -> Result<Push, PushError> {
 
 /// The app a push goes to and who in it.
 fn parse_target(to: TargetBody, server: &Server) -> Result<(Arc<MountedApp>, Target), PushError> {
+    if to.subprotocol.is_some() && to.app.is_none() {
+        return Err(PushError::bad(
+            "to.subprotocol",
+            "\"to.subprotocol\" needs \"to.app\" (it picks one of the apps on that path)",
+        ));
+    }
     match (to.client, to.app, to.group) {
         (Some(client), None, None) => {
             let id: ConnId = client
@@ -388,7 +395,7 @@ fn parse_target(to: TargetBody, server: &Server) -> Result<(Arc<MountedApp>, Tar
             "\"to.client\" cannot be combined with \"to.app\" or \"to.group\"",
         )),
         (None, Some(path), group) => {
-            let app = server.app(&path).ok_or(PushError::NoApp(path))?;
+            let app = app_at(server, &path, to.subprotocol.as_deref())?;
             Ok((app, group.map_or(Target::App, Target::Group)))
         }
         (None, None, Some(_)) => Err(PushError::bad(
@@ -397,6 +404,30 @@ fn parse_target(to: TargetBody, server: &Server) -> Result<(Arc<MountedApp>, Tar
         )),
         (None, None, None) => Err(PushError::bad("to", "\"to\" needs \"client\" or \"app\"")),
     }
+}
+
+/// The app a push names: by path as the config writes it (a pattern too)
+/// and, on a path several apps share, by subprotocol (else the path's default).
+fn app_at(
+    server: &Server,
+    path: &str,
+    subprotocol: Option<&str>,
+) -> Result<Arc<MountedApp>, PushError> {
+    let routes = server.routes();
+    let Some(apps) = routes.at_path(path) else {
+        return Err(PushError::NoApp(format!("no app is mounted at {path:?}")));
+    };
+    apps.named_by(subprotocol).cloned().ok_or_else(|| {
+        let served = apps.subprotocols().join(", ");
+        PushError::NoApp(match subprotocol {
+            Some(protocol) => format!(
+                "no app at {path:?} speaks the subprotocol {protocol:?} (it serves {served})"
+            ),
+            None => format!(
+                "several apps share {path:?} and none is its default: name one with \"to.subprotocol\" ({served})"
+            ),
+        })
+    })
 }
 
 fn message_ref(message: &Message) -> MessageRef<'_> {
@@ -442,7 +473,7 @@ async fn deliver(push: Push) -> Result<u64, PushError> {
         },
         PushAction::VETO => return Err(PushError::Vetoed(verdict.reason.into_string())),
         _ => {
-            tracing::error!(app = %app.path(), "on_push answered an unknown action");
+            tracing::error!(app = %app.name(), "on_push answered an unknown action");
             return Err(PushError::AppFailed);
         }
     };

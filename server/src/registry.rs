@@ -34,6 +34,8 @@ pub struct HandshakeFacts {
     pub subprotocol: Option<String>,
     /// Data the app attached at handshake.
     pub data: String,
+    /// What the mount's path pattern captured, percent-decoded.
+    pub params: Vec<(String, String)>,
 }
 
 /// What the server keeps about one open connection.
@@ -415,6 +417,7 @@ mod tests {
             headers: Vec::new(),
             subprotocol: None,
             data: String::new(),
+            params: Vec::new(),
         };
         registry.insert(Arc::new(Connection::new(id, tx, handshake)));
         (id, rx)

@@ -2,7 +2,8 @@
 //!
 //! A reload re-reads and validates the config and loads every plugin it names
 //! (through private copies; an unchanged file reuses its library) before it
-//! changes anything. Then, per app (apps are matched by their first path):
+//! changes anything. Then, per app (apps are matched by their name, which is
+//! their first path unless the config says otherwise):
 //!
 //! - new apps are mounted; apps that are gone are unmounted (1001, then
 //!   `on_shutdown`);
@@ -183,7 +184,7 @@ async fn apply(server: &Arc<Server>, config_path: &Path) -> Result<ReloadReport,
         .apps
         .iter()
         .zip(&plugins)
-        .map(|(app, plugin)| match old_routes.app(&app.path) {
+        .map(|(app, plugin)| match old_routes.app_named(&app.name) {
             None => Plan::Add,
             Some(mount) => {
                 let instance = mount.instance();
@@ -205,12 +206,12 @@ async fn apply(server: &Arc<Server>, config_path: &Path) -> Result<ReloadReport,
     for (app, built) in config.apps.iter().zip(built) {
         match built {
             Built::Added(mount) => {
-                report.added.push(app.path.clone());
+                report.added.push(app.name.clone());
                 mounts.push(mount);
             }
             Built::Kept(mount) => {
                 mount.set_settings(crate::plugin::mount::MountSettings::from_config(app));
-                report.unchanged.push(app.path.clone());
+                report.unchanged.push(app.name.clone());
                 mounts.push(mount);
             }
             Built::Migrated { mount, instance } => {
@@ -218,14 +219,14 @@ async fn apply(server: &Arc<Server>, config_path: &Path) -> Result<ReloadReport,
                 mount.set_settings(crate::plugin::mount::MountSettings::from_config(app));
                 report
                     .reloaded
-                    .push((app.path.clone(), ReloadMode::Migrate.name().to_owned()));
+                    .push((app.name.clone(), ReloadMode::Migrate.name().to_owned()));
                 mounts.push(mount);
             }
             Built::Replaced { old, new, mode } => {
                 retire(server, old, mode, app, &config);
                 report
                     .reloaded
-                    .push((app.path.clone(), mode.name().to_owned()));
+                    .push((app.name.clone(), mode.name().to_owned()));
                 mounts.push(new);
             }
         }
@@ -233,9 +234,9 @@ async fn apply(server: &Arc<Server>, config_path: &Path) -> Result<ReloadReport,
     for gone in old_routes
         .apps()
         .into_iter()
-        .filter(|old| !config.apps.iter().any(|app| *app.path == **old.path()))
+        .filter(|old| !config.apps.iter().any(|app| *app.name == **old.name()))
     {
-        report.removed.push(gone.path().to_string());
+        report.removed.push(gone.name().to_string());
         let going_away = CloseRequest {
             code: 1001,
             reason: "app removed".to_owned(),

@@ -4,7 +4,6 @@
 //! task watches and a tracker every task is spawned on, so shutdown can wait
 //! for them). Serving it is the listener's job; changing it the reload's.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -25,6 +24,7 @@ use crate::plugin::loader::{plugin_file, NewAppError};
 use crate::plugin::store::{PluginStore, StoredPlugin};
 use crate::plugin::{AppInstance, LoadPluginError, MountedApp};
 use crate::registry::Registry;
+pub use crate::routes::Routes;
 
 /// Where in the config an app is declared, for messages: `file:line: app /path`
 /// (with a column when it points inside the app's table).
@@ -47,7 +47,7 @@ impl AppLocation {
             file: file.to_owned(),
             line: app.line,
             column: None,
-            app: app.path.clone(),
+            app: app.name.clone(),
         }
     }
 
@@ -107,71 +107,6 @@ pub struct StartError {
     pub problems: Vec<StartProblem>,
 }
 
-/// What the server serves now: a config and the apps mounted from it.
-/// Requests take the snapshot current when they start; a reload puts a new
-/// one in place.
-#[derive(Debug)]
-pub struct Routes {
-    /// The configuration.
-    pub config: Arc<Config>,
-    /// Path → mounted app (an app on several paths appears under each).
-    apps: HashMap<String, Arc<MountedApp>>,
-    /// App path → its demo page under `static_dir`.
-    pages: HashMap<String, String>,
-    /// Settings every new WebSocket connection takes.
-    pub connection_settings: Arc<ConnectionSettings>,
-}
-
-impl Routes {
-    /// Builds the routes of `config` over already mounted apps.
-    pub fn new(config: Arc<Config>, mounts: Vec<Arc<MountedApp>>) -> Self {
-        let mut apps = HashMap::new();
-        for mount in mounts {
-            for path in &mount.settings().paths {
-                apps.insert(path.clone(), mount.clone());
-            }
-        }
-        let pages = demo_pages(&config, apps.values());
-        Routes {
-            connection_settings: Arc::new(ConnectionSettings::new(&config.server)),
-            config,
-            apps,
-            pages,
-        }
-    }
-
-    /// The app mounted on `path`.
-    pub fn app(&self, path: &str) -> Option<&Arc<MountedApp>> {
-        self.apps.get(path)
-    }
-
-    /// Every mounted app once (an app on several paths too), sorted by path.
-    pub fn apps(&self) -> Vec<Arc<MountedApp>> {
-        let mut apps: Vec<_> = self.apps.values().cloned().collect();
-        apps.sort_by(|a, b| a.path().cmp(b.path()));
-        apps.dedup_by(|a, b| Arc::ptr_eq(a, b));
-        apps
-    }
-}
-
-/// Each app's demo page: `<plugin name>.html` under `static_dir`, if it exists.
-fn demo_pages<'a>(
-    config: &Config,
-    apps: impl Iterator<Item = &'a Arc<MountedApp>>,
-) -> HashMap<String, String> {
-    let Some(dir) = &config.server.static_dir else {
-        return HashMap::new();
-    };
-    apps.filter_map(|app| {
-        let instance = app.instance();
-        let page = format!("{}.html", instance.plugin().plugin.manifest().name);
-        dir.join(&page)
-            .is_file()
-            .then(|| (app.path().to_string(), format!("/{page}")))
-    })
-    .collect()
-}
-
 /// The server's state, shared by every connection.
 pub struct Server {
     routes: ArcSwap<Routes>,
@@ -192,7 +127,7 @@ pub struct Server {
 impl fmt::Debug for Server {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Server")
-            .field("routes", &self.routes.load().apps.keys())
+            .field("routes", &self.routes.load().apps())
             .finish()
     }
 }
@@ -243,7 +178,7 @@ impl Builder<'_> {
         AppInstance::new(
             plugin,
             InstanceContext {
-                app_path: app.path.as_str().into(),
+                app_path: app.name.as_str().into(),
                 registry,
                 facts: self.facts.clone(),
                 metrics: self.metrics.clone(),
@@ -380,20 +315,14 @@ impl Server {
         self.routes.load().config.clone()
     }
 
-    /// The app mounted on `path`.
-    pub fn app(&self, path: &str) -> Option<Arc<MountedApp>> {
-        self.routes.load().app(path).cloned()
-    }
-
     /// The app holding an open connection, a draining one included (apps
     /// are few, so each is asked).
     pub fn app_of(&self, id: ConnId) -> Option<Arc<MountedApp>> {
         let routes = self.routes.load();
         let found = routes
-            .apps
-            .values()
-            .find(|app| app.registry().get(id).is_ok())
-            .cloned();
+            .apps()
+            .into_iter()
+            .find(|app| app.registry().get(id).is_ok());
         found.or_else(|| {
             self.draining()
                 .iter()
@@ -441,7 +370,7 @@ impl Server {
                 let app_degraded = instance.is_degraded();
                 degraded |= app_degraded;
                 (
-                    app.path().to_string(),
+                    app.name().to_string(),
                     serde_json::json!({
                         "status": if app_degraded { "degraded" } else { "ok" },
                         "plugin": manifest.name,
@@ -451,6 +380,7 @@ impl Server {
                         "loaded_at_unix_seconds": unix_seconds(stored.loaded_at),
                         "reloads": app.reloads(),
                         "paths": app.settings().paths,
+                        "subprotocols": app.settings().subprotocols,
                         "connections": app.registry().len(),
                         "last_failure": instance.last_failure(),
                     }),
@@ -493,13 +423,16 @@ impl Server {
             .map(|app| {
                 let instance = app.instance();
                 let manifest = instance.plugin().plugin.manifest();
+                let settings = app.settings();
                 serde_json::json!({
-                    "path": app.path().to_string(),
-                    "paths": app.settings().paths,
+                    "name": app.name().to_string(),
+                    "path": settings.paths.first(),
+                    "paths": settings.paths,
+                    "subprotocols": settings.subprotocols,
                     "plugin": manifest.name,
                     "version": manifest.version,
                     "description": manifest.description,
-                    "page": routes.pages.get(&**app.path()),
+                    "page": routes.page(app.name()),
                 })
             })
             .collect();

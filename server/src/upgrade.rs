@@ -28,6 +28,7 @@ use crate::outbox::outbox;
 use crate::plugin::{AppInstance, MountedApp};
 use crate::registry::{Connection, HandshakeFacts};
 use crate::response::{self, FullResponse};
+use crate::routes::{Matched, NoAppForOffer};
 use crate::server::Server;
 
 /// Answers a request on an app's path: the 101 (and the connection's task,
@@ -36,14 +37,14 @@ pub async fn upgrade<S>(
     mut request: Request<Incoming>,
     peer: SocketAddr,
     server: &Arc<Server>,
-    app: Arc<MountedApp>,
+    matched: Matched<'_>,
     slot: Arc<ConnectionSlot>,
 ) -> FullResponse
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let started = std::time::Instant::now();
-    match accept::<S>(&mut request, peer, server, app, slot).await {
+    match accept::<S>(&mut request, peer, server, matched, slot).await {
         Ok(response) => {
             server.metrics().handshake(started.elapsed());
             response
@@ -64,24 +65,30 @@ async fn accept<S>(
     request: &mut Request<Incoming>,
     peer: SocketAddr,
     server: &Arc<Server>,
-    app: Arc<MountedApp>,
+    matched: Matched<'_>,
     slot: Arc<ConnectionSlot>,
 ) -> Result<FullResponse, RejectHandshake>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let upgrade = check_request(request)?;
+    let app = matched
+        .apps
+        .select(&upgrade.subprotocols)
+        .map_err(RejectHandshake::NoAppForOffer)?
+        .clone();
+    let params = matched.params;
     check_origin(request, &app)?;
     if server.shutdown_token().is_cancelled() {
         return Err(RejectHandshake::ShuttingDown);
     }
     let id = ConnId::from_bytes(*uuid::Uuid::new_v4().as_bytes());
     let span = Span::current();
-    span.record("path", field::display(app.path()))
+    span.record("path", field::display(app.name()))
         .record("id", field::display(id));
     let accepted = {
         let call = app.enter_shared().await;
-        ask_app(&app, call.instance(), id, peer, request, &upgrade)?
+        ask_app(&app, call.instance(), id, peer, request, &upgrade, &params)?
     };
     let response = switching_protocols(&upgrade, &accepted);
 
@@ -108,6 +115,7 @@ where
         headers,
         subprotocol: accepted.subprotocol,
         data: accepted.data,
+        params,
     };
     let open = OpenConnection {
         app,
@@ -208,6 +216,21 @@ pub enum RejectHandshake {
     /// The app's `on_handshake` failed or answered something invalid.
     #[error("the app failed to handle the handshake")]
     AppFailed,
+    /// Several apps share the path and none takes the offered subprotocols.
+    #[error("{}", no_app_message(.0))]
+    NoAppForOffer(NoAppForOffer),
+}
+
+fn no_app_message(no_app: &NoAppForOffer) -> String {
+    let offered = if no_app.offered.is_empty() {
+        "no subprotocol was offered".to_owned()
+    } else {
+        format!("no app here speaks {}", no_app.offered.join(", "))
+    };
+    format!(
+        "{offered}; this path serves the subprotocols {} (Sec-WebSocket-Protocol)",
+        no_app.served.join(", ")
+    )
 }
 
 impl RejectHandshake {
@@ -223,6 +246,7 @@ impl RejectHandshake {
             RejectHandshake::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             RejectHandshake::ByApp { status, .. } => *status,
             RejectHandshake::AppFailed => StatusCode::INTERNAL_SERVER_ERROR,
+            RejectHandshake::NoAppForOffer(_) => StatusCode::BAD_REQUEST,
         }
     }
 
@@ -238,6 +262,7 @@ impl RejectHandshake {
             RejectHandshake::ShuttingDown => "shutting_down",
             RejectHandshake::ByApp { .. } => "app",
             RejectHandshake::AppFailed => "app_failed",
+            RejectHandshake::NoAppForOffer(_) => "subprotocol",
         }
     }
 
@@ -380,7 +405,7 @@ fn convert_headers(
                 (Ok(name), Ok(value)) => Ok((name, value)),
                 _ => {
                     tracing::error!(
-                        app = %app.path(),
+                        app = %app.name(),
                         header = h.name.as_str(),
                         "on_handshake answered an invalid header"
                     );
@@ -402,7 +427,15 @@ pub fn ask_app<B>(
     peer: SocketAddr,
     request: &Request<B>,
     upgrade: &UpgradeRequest,
+    params: &[(String, String)],
 ) -> Result<Accepted, RejectHandshake> {
+    let param_refs: Vec<HeaderRef<'_>> = params
+        .iter()
+        .map(|(name, value)| HeaderRef {
+            name: RStr::from_str(name),
+            value: RStr::from_str(value),
+        })
+        .collect();
     let peer = peer.to_string();
     let header_refs: Vec<HeaderRef<'_>> = request
         .headers()
@@ -426,6 +459,7 @@ pub fn ask_app<B>(
         query: RStr::from_str(request.uri().query().unwrap_or("")),
         headers: RSlice::from_slice(&header_refs),
         subprotocols: RSlice::from_slice(&protocol_refs),
+        params: RSlice::from_slice(&param_refs),
     };
     let response = instance
         .on_handshake(&handshake)
@@ -442,7 +476,7 @@ pub fn ask_app<B>(
                 }
                 Some(chosen) => {
                     tracing::error!(
-                        app = %app.path(),
+                        app = %app.name(),
                         subprotocol = chosen.as_str(),
                         "on_handshake chose a subprotocol the client did not offer"
                     );
@@ -470,7 +504,7 @@ pub fn ask_app<B>(
                 .filter(|s| s.is_client_error() || s.is_server_error())
             else {
                 tracing::error!(
-                    app = %app.path(),
+                    app = %app.name(),
                     status,
                     "on_handshake rejected with a status that is not 4xx or 5xx"
                 );

@@ -124,6 +124,27 @@ test('chat: a reload with a new build keeps both pages open and talking', async 
   }
 });
 
+test('chat: the room comes from the page URL (the app is mounted on /chat/{room})', async () => {
+  const pages = [];
+  for (const name of ['dora', 'emil']) {
+    const { context, page } = await open('/chat.html?room=kitchen');
+    await page.locator('#status.open').waitFor();
+    // No join form needed: the server put the connection in #kitchen.
+    await page.locator('#where', { hasText: 'in #kitchen' }).waitFor();
+    assert.equal(await page.inputValue('#room'), 'kitchen');
+    await page.fill('#nick', name);
+    await page.click('#join button');
+    await page.locator('#where', { hasText: `as ${name}` }).waitFor();
+    pages.push({ context, page });
+  }
+  const [dora, emil] = pages;
+  await dora.page.fill('#text', 'from the url');
+  await dora.page.press('#text', 'Enter');
+  await emil.page.locator('#log .in', { hasText: 'dora: from the url' }).waitFor();
+  await shoot(emil.page, 'chat-room-from-url');
+  for (const { context } of pages) await context.close();
+});
+
 test('index: every app is listed from the server, with no console error', async () => {
   const context = await browser.newContext();
   const page = await context.newPage();
@@ -139,7 +160,7 @@ test('index: every app is listed from the server, with no console error', async 
   await page.goto(server.url + '/');
   await page.locator('tr[data-path="/hub"]').waitFor();
   const paths = await page.locator('#apps tr td:first-child').allTextContents();
-  assert.deepEqual(paths, ['/chat', '/clock', '/commands', '/echo', '/hub, /hub/web', '/locks', '/progress']);
+  assert.deepEqual(paths, ['/echo', '/commands', '/chat, /chat/{room}', '/locks', '/progress', '/clock', '/hub, /hub/web']);
   assert.match(await page.locator('#footer').textContent(), /^Switchboard \d+\.\d+\.\d+ · 7 apps$/);
   for (const [path, page_] of [['/echo', '/echo.html'], ['/chat', '/chat.html'], ['/clock', '/clock.html'], ['/locks', '/locks.html']]) {
     assert.equal(await page.locator(`tr[data-path="${path}"] a`).getAttribute('href'), page_);

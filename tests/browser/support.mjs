@@ -25,7 +25,7 @@ path = "/commands"
 plugin = "commands"
 
 [[app]]
-path = "/chat"
+paths = ["/chat", "/chat/{room}"]
 plugin = "chat"
 
 [[app]]

@@ -1,6 +1,6 @@
 //! The ABI compatibility rule, tested: a plugin built against a newer
 //! plugin-api than the server's (`tests/abi-fixtures/plugin-api-next`, a
-//! made-up 0.1.99 with one method appended to `Host` and one to `App`) is
+//! made-up 0.2.99 with one method appended to `Host` and one to `App`) is
 //! loaded by today's server; every callback and host call works, and the host
 //! method the server lacks answers its default. (A plugin built against an
 //! older plugin-api is refused: see `startup.rs`.)
@@ -41,7 +41,7 @@ async fn call(ws: &mut Client, command: Value) -> Value {
 async fn join(server: &TestServer) -> (Client, String) {
     let mut ws = server.ws("/legacy").await;
     let welcome = json_of(&mut ws).await;
-    assert_eq!(welcome["api"], "0.1.99", "{welcome}");
+    assert_eq!(welcome["api"], "0.2.99", "{welcome}");
     let id = welcome["id"].as_str().unwrap().to_owned();
     (ws, id)
 }
@@ -60,7 +60,7 @@ async fn a_plugin_built_against_a_newer_plugin_api_is_served_by_todays_server() 
         )
         .await;
     assert!(refused.starts_with("HTTP/1.1 403"), "{refused}");
-    assert!(refused.contains("refused by 0.1.99"), "{refused}");
+    assert!(refused.contains("refused by 0.2.99"), "{refused}");
     let mut request = server.url("/legacy").into_client_request().unwrap();
     request
         .headers_mut()
@@ -73,12 +73,12 @@ async fn a_plugin_built_against_a_newer_plugin_api_is_served_by_todays_server() 
     let (mut a, id_a) = join(&server).await;
     let (mut b, _id_b) = join(&server).await;
     send_text(&mut a, r#"{"op": "send"}"#).await;
-    assert_eq!(next_text(&mut a).await, "sent to you by 0.1.99");
+    assert_eq!(next_text(&mut a).await, "sent to you by 0.2.99");
     assert_eq!(next_text(&mut a).await, r#"{"result":true}"#);
     let info = call(&mut a, json!({"op": "info"})).await;
     assert_eq!(info["id"], id_a.as_str());
     assert_eq!(info["path"], "/legacy");
-    assert_eq!(info["data"], "from 0.1.99");
+    assert_eq!(info["data"], "from 0.2.99");
     assert_eq!(call(&mut a, json!({"op": "connections"})).await, 3);
     assert_eq!(
         call(
@@ -122,7 +122,7 @@ async fn a_plugin_built_against_a_newer_plugin_api_is_served_by_todays_server() 
         call(&mut a, json!({"op": "log", "text": "hello"})).await,
         true
     );
-    // The calls 0.1.2 added work; the one only 0.1.99 has answers its default.
+    // The calls 0.1.2 added work; the one only 0.2.99 has answers its default.
     let push_url = call(&mut a, json!({"op": "server_info"})).await;
     assert_eq!(push_url, format!("http://{}/_/push", server.addr));
     assert_eq!(call(&mut a, json!({"op": "frame_pacing"})).await, true);
@@ -136,7 +136,7 @@ async fn a_plugin_built_against_a_newer_plugin_api_is_served_by_todays_server() 
     // on_push: deliver, replace, veto.
     for (message, status, delivered) in [
         ("plain", 200, Some("plain")),
-        ("replace", 200, Some("replaced by 0.1.99")),
+        ("replace", 200, Some("replaced by 0.2.99")),
         ("veto", 409, None),
     ] {
         let (got, answer) = server
@@ -150,7 +150,7 @@ async fn a_plugin_built_against_a_newer_plugin_api_is_served_by_todays_server() 
         if let Some(text) = delivered {
             assert_eq!(next_text(&mut a).await, text);
         } else {
-            assert_eq!(answer["error"], "vetoed by the app: vetoed by 0.1.99");
+            assert_eq!(answer["error"], "vetoed by the app: vetoed by 0.2.99");
         }
     }
 

@@ -16,6 +16,8 @@ mod startup;
 mod compat;
 // Reload by signal, command and watching; migrate, drain, restart; refusals.
 mod reload;
+// Apps chosen by subprotocol on a shared path; path patterns and captures.
+mod routing;
 // Many clients on several apps at once; shutdown.
 mod concurrency;
 // Every Host call, through the test-kit plugin.

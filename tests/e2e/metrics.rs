@@ -219,10 +219,12 @@ async fn the_app_list_names_paths_plugins_and_pages() {
     assert_eq!(
         body["apps"],
         json!([
-            {"path": "/commands", "paths": ["/commands"], "plugin": "commands", "version": "0.1.0",
-             "description": body["apps"][0]["description"], "page": null},
-            {"path": "/echo", "paths": ["/echo", "/echo2"], "plugin": "echo", "version": "0.1.0",
+            {"name": "/echo", "path": "/echo", "paths": ["/echo", "/echo2"], "subprotocols": [],
+             "plugin": "echo", "version": "0.1.0",
              "description": "Sends every text and binary message back unchanged", "page": "/echo.html"},
+            {"name": "/commands", "path": "/commands", "paths": ["/commands"], "subprotocols": [],
+             "plugin": "commands", "version": "0.1.0",
+             "description": body["apps"][1]["description"], "page": null},
         ]),
         "{body}"
     );

@@ -259,7 +259,7 @@ async fn refused_reloads_change_nothing_and_say_why() {
                 "[[app]]\npath = \"/v\"\nplugin = \"versioned\"\n\n[[app]]\npath = \"/old\"\nplugin = {:?}\n",
                 legacy.display().to_string()
             )),
-            "older than this server's",
+            "but this server loads plugins built against",
         ),
         (
             versioned_config(&plugins, "[app.config]\nrefuse = \"not today\""),

@@ -162,6 +162,48 @@ impl Chat {
         self.state.lock()
     }
 
+    /// Puts a client in a room: the room's history and members to it, a
+    /// system message to the others.
+    fn join(&self, conn: ConnId, room: String) -> Result<(), Error> {
+        if !valid_name(&room, self.config.max_room_length) {
+            return self.error(
+                conn,
+                format!(
+                    "a room name has 1 to {} characters, no leading or trailing spaces",
+                    self.config.max_room_length
+                ),
+            );
+        }
+        let history: Vec<Line> = {
+            let mut state = self.lock();
+            let rooms = state.rooms_of.entry(conn).or_default();
+            if rooms.contains(&room) {
+                drop(state);
+                return self.error(conn, format!("already in room {room:?}"));
+            }
+            if rooms.len() >= self.config.max_rooms_per_client {
+                drop(state);
+                return self.error(
+                    conn,
+                    format!("at most {} rooms at once", self.config.max_rooms_per_client),
+                );
+            }
+            rooms.insert(room.clone());
+            state
+                .history
+                .get(&room)
+                .map(|h| h.iter().cloned().collect())
+                .unwrap_or_default()
+        };
+        self.host.join(conn, &group(&room))?;
+        let nick = self.nick(conn);
+        self.host.send_json(
+            conn,
+            &json!({ "type": "joined", "room": room, "members": self.members(&room), "history": history }),
+        )?;
+        self.system(&room, format!("{nick} joined"), Some(conn))
+    }
+
     fn error(&self, conn: ConnId, message: impl Into<String>) -> Result<(), Error> {
         self.host
             .send_json(conn, &json!({ "type": "error", "message": message.into() }))?;
@@ -217,45 +259,7 @@ impl Chat {
                 }
                 Ok(())
             }
-            Command::Join { room } => {
-                if !valid_name(&room, self.config.max_room_length) {
-                    return self.error(
-                        conn,
-                        format!(
-                            "a room name has 1 to {} characters, no leading or trailing spaces",
-                            self.config.max_room_length
-                        ),
-                    );
-                }
-                let history: Vec<Line> = {
-                    let mut state = self.lock();
-                    let rooms = state.rooms_of.entry(conn).or_default();
-                    if rooms.contains(&room) {
-                        drop(state);
-                        return self.error(conn, format!("already in room {room:?}"));
-                    }
-                    if rooms.len() >= self.config.max_rooms_per_client {
-                        drop(state);
-                        return self.error(
-                            conn,
-                            format!("at most {} rooms at once", self.config.max_rooms_per_client),
-                        );
-                    }
-                    rooms.insert(room.clone());
-                    state
-                        .history
-                        .get(&room)
-                        .map(|h| h.iter().cloned().collect())
-                        .unwrap_or_default()
-                };
-                self.host.join(conn, &group(&room))?;
-                let nick = self.nick(conn);
-                self.host.send_json(
-                    conn,
-                    &json!({ "type": "joined", "room": room, "members": self.members(&room), "history": history }),
-                )?;
-                self.system(&room, format!("{nick} joined"), Some(conn))
-            }
+            Command::Join { room } => self.join(conn, room),
             Command::Leave { room } => {
                 let was_in = self
                     .lock()
@@ -411,6 +415,10 @@ impl App for Chat {
             conn,
             &json!({ "type": "welcome", "id": conn.to_string(), "nick": nick }),
         )?;
+        // Mounted on a pattern such as `/chat/{room}`: the room is in the URL.
+        if let Some(room) = self.host.info(conn)?.param("room") {
+            self.join(conn, room.to_owned())?;
+        }
         Ok(())
     }
 

@@ -6,6 +6,7 @@
 //! collected before the server refuses to start.
 
 mod app_config;
+mod mounts;
 mod raw;
 mod source;
 mod units;
@@ -122,6 +123,10 @@ pub struct ServerConfig {
 /// One mounted app.
 #[derive(Debug, Clone)]
 pub struct AppConfig {
+    /// The app's name, unique in the file: its `name`, else its first path,
+    /// else (on a path it shares with other apps) `path#first-subprotocol`.
+    /// It names the app in logs, metrics, `/_/health`, and across reloads.
+    pub name: String,
     /// The app's first path, which also names it in logs and messages.
     pub path: String,
     /// Every URL path the one app instance is mounted on (`path`, or `paths`).
@@ -226,6 +231,8 @@ impl Config {
             })?;
         let mut problems = Vec::new();
         let config = validate::validate(raw, source, &mut problems);
+        // In file order, whichever check found them.
+        problems.sort_by_key(|p| (p.line, p.column));
         if problems.is_empty() {
             Ok(config)
         } else {
@@ -320,7 +327,7 @@ mod tests {
         assert_eq!(
             problems,
             vec![
-                "sb.toml:6:8: app path \"/chat\" is mounted twice (first at line 2)",
+                "sb.toml:6:8: app path \"/chat\" is mounted twice (first at line 2); apps share a path only when they list `subprotocols`, and at most one without them is the path's default",
                 "sb.toml:10:8: app path \"nope\" must start with '/'",
                 "sb.toml:14:8: app path \"/_/push\" is reserved for the server's own endpoints (/_/...)",
             ]

@@ -82,7 +82,8 @@ pub(super) struct RawApp {
     pub(super) plugin: Spanned<String>,
     pub(super) ping_payload: Option<String>,
     #[serde(default)]
-    pub(super) subprotocols: Vec<String>,
+    pub(super) subprotocols: Vec<Spanned<String>>,
+    pub(super) name: Option<Spanned<String>>,
     pub(super) allowed_origins: Option<Vec<String>>,
     pub(super) info_headers: Option<Vec<String>>,
     #[serde(default)]

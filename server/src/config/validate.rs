@@ -5,13 +5,13 @@
 //! server, and the server's own endpoints clashing with each other or an app.
 //! Every problem is collected, located, before the caller refuses the file.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use toml::Spanned;
 
+use super::mounts::Located;
 use super::raw::{RawApp, RawConfig, RawEndpoint, RawPush, RawServer};
 use super::source::{ConfigProblem, SourceFile};
 use super::units::{ByteSize, HumanDuration};
@@ -168,16 +168,19 @@ pub(super) fn validate(
     let base = base_dir(source);
     let server = validate_server(raw.server, &base, &mut check);
     let config_keys = super::app_config::key_positions(source);
-    let mut first_mount: HashMap<String, usize> = HashMap::new();
-    let apps = raw
+    let (mut apps, located): (Vec<AppConfig>, Vec<Located>) = raw
         .app
         .into_iter()
         .enumerate()
         .filter_map(|(index, app)| {
             let keys = config_keys.get(index).cloned().unwrap_or_default();
-            validate_app(app, keys, &server, &base, &mut first_mount, &mut check)
+            validate_app(app, keys, &server, &base, &mut check)
         })
-        .collect::<Vec<_>>();
+        .unzip();
+    let names = super::mounts::check(&located, check.source, check.problems);
+    for (app, name) in apps.iter_mut().zip(names) {
+        app.name = name;
+    }
     let (push, push_span) = validate_push(raw.push, &mut check);
     let (health, health_span) = validate_endpoint(
         raw.health,
@@ -265,31 +268,13 @@ fn validate_server(s: RawServer, base: &Path, check: &mut Checker<'_>) -> Server
     }
 }
 
-/// What is wrong with an app path, if anything.
-fn app_path_problem(path: &str) -> Option<String> {
-    if !path.starts_with('/') {
-        Some(format!("app path {path:?} must start with '/'"))
-    } else if path.starts_with(RESERVED_PREFIX) || path == "/_" {
-        Some(format!(
-            "app path {path:?} is reserved for the server's own endpoints ({RESERVED_PREFIX}...)"
-        ))
-    } else if path.contains(['?', '#', ' ']) {
-        Some(format!(
-            "app path {path:?} may not contain '?', '#' or spaces"
-        ))
-    } else {
-        None
-    }
-}
-
 fn validate_app(
     app: RawApp,
     config_keys: Vec<(String, Span)>,
     server: &ServerConfig,
     base: &Path,
-    first_mount: &mut HashMap<String, usize>,
     check: &mut Checker<'_>,
-) -> Option<AppConfig> {
+) -> Option<(AppConfig, Located)> {
     let spanned_paths = match (app.path, app.paths) {
         (Some(path), None) => vec![path],
         (None, Some(paths)) if !paths.is_empty() => paths,
@@ -307,18 +292,22 @@ fn validate_app(
     };
     let line = check.source.line_of(spanned_paths[0].span().start);
     let mut paths = Vec::new();
+    let mut located = Located {
+        paths: Vec::new(),
+        subprotocols: app
+            .subprotocols
+            .iter()
+            .map(|p| (p.get_ref().clone(), p.span()))
+            .collect(),
+        name: app.name.as_ref().map(|n| (n.get_ref().clone(), n.span())),
+    };
     for spanned in spanned_paths {
         let span = spanned.span();
         let path = spanned.into_inner();
-        if let Some(problem) = app_path_problem(&path) {
+        if let Some(problem) = super::mounts::path_problem(&path, RESERVED_PREFIX) {
             check.report(Some(span), problem);
-        } else if let Some(first) = first_mount.get(&path) {
-            check.report(
-                Some(span),
-                format!("app path {path:?} is mounted twice (first at line {first})"),
-            );
         } else {
-            first_mount.insert(path.clone(), check.source.line_of(span.start));
+            located.paths.push((path.clone(), span));
         }
         paths.push(path);
     }
@@ -367,7 +356,8 @@ fn validate_app(
         },
     };
     let drain_timeout = check.positive_duration(app.drain_timeout, Duration::from_secs(30));
-    Some(AppConfig {
+    let app = AppConfig {
+        name: String::new(),
         reload,
         drain_timeout,
         path: paths[0].clone(),
@@ -375,7 +365,11 @@ fn validate_app(
         line,
         ping_payload: app.ping_payload.unwrap_or_default(),
         plugin,
-        subprotocols: app.subprotocols,
+        subprotocols: app
+            .subprotocols
+            .into_iter()
+            .map(Spanned::into_inner)
+            .collect(),
         allowed_origins: app
             .allowed_origins
             .unwrap_or_else(|| server.allowed_origins.clone()),
@@ -389,7 +383,8 @@ fn validate_app(
             .into_iter()
             .map(|(key, span)| (key, check.source.position(span.start)))
             .collect(),
-    })
+    };
+    Some((app, located))
 }
 
 fn validate_endpoint(

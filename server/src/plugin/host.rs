@@ -210,6 +210,15 @@ impl Host for AppHost {
                     .duration_since(UNIX_EPOCH)
                     .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
                 data: h.data.as_str().into(),
+                params: h
+                    .params
+                    .iter()
+                    .map(|(name, value)| Header {
+                        name: name.as_str().into(),
+                        value: value.as_str().into(),
+                    })
+                    .collect(),
+                extensions: RString::new(),
             }
         }))
     }

@@ -99,7 +99,7 @@ impl std::fmt::Debug for AppInstance {
 
 /// What building an instance needs besides the plugin.
 pub struct InstanceContext<'a> {
-    /// The app's (first) path, which names it in logs.
+    /// The app's name (logs, metrics).
     pub app_path: Arc<str>,
     /// The app's connections and groups (shared with the instance it replaces
     /// under `migrate`).

@@ -90,7 +90,7 @@ impl Drop for SharedCall<'_> {
 
 /// One app on its paths.
 pub struct MountedApp {
-    path: Arc<str>,
+    name: Arc<str>,
     registry: Arc<Registry>,
     app_metrics: AppMetrics,
     settings: ArcSwap<MountSettings>,
@@ -108,7 +108,7 @@ pub struct MountedApp {
 impl std::fmt::Debug for MountedApp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MountedApp")
-            .field("path", &self.path)
+            .field("name", &self.name)
             .finish()
     }
 }
@@ -122,9 +122,9 @@ impl MountedApp {
         metrics: &Metrics,
     ) -> Self {
         MountedApp {
-            path: config.path.as_str().into(),
+            name: config.name.as_str().into(),
             registry,
-            app_metrics: metrics.for_app(&config.path),
+            app_metrics: metrics.for_app(&config.name),
             settings: ArcSwap::from_pointee(MountSettings::from_config(config)),
             current: Mutex::new(Arc::new(instance)),
             generation: AtomicU64::new(0),
@@ -135,9 +135,9 @@ impl MountedApp {
         }
     }
 
-    /// The mount path (the app's first path, which names it).
-    pub fn path(&self) -> &Arc<str> {
-        &self.path
+    /// The app's name (`AppConfig::name`: unique, its first path by default).
+    pub fn name(&self) -> &Arc<str> {
+        &self.name
     }
 
     /// Its metrics handles.

@@ -1,4 +1,4 @@
-//! A plugin built against a made-up future switchboard-plugin-api 0.1.99
+//! A plugin built against a made-up future switchboard-plugin-api 0.2.99
 //! (`../plugin-api-next`: today's, with one method appended to `Host` and one
 //! to `App`). It uses every callback and every host call, including the one
 //! the server does not have, so the test loading it into today's server shows
@@ -9,8 +9,8 @@
 //! `connections`, `info`, `join`/`leave`/`members` (`group`), `publish`
 //! (`group`, `text`, `except_me`), `log`, `fail`, `panic`, `stats`.
 //! Handshake: `?reject=1` is refused with 403; a client offering `legacy.v1`
-//! gets it; every accepted connection carries the data `"from 0.1.99"`.
-//! Pushes: `"veto"` is vetoed, `"replace"` becomes `"replaced by 0.1.99"`.
+//! gets it; every accepted connection carries the data `"from 0.2.99"`.
+//! Pushes: `"veto"` is vetoed, `"replace"` becomes `"replaced by 0.2.99"`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -37,7 +37,7 @@ impl Next {
         let except = |v: &Value| v["except_me"].as_bool().unwrap_or(false).then_some(conn);
         Ok(match command["op"].as_str().unwrap_or_default() {
             "send" => {
-                host.send(conn, "sent to you by 0.1.99")?;
+                host.send(conn, "sent to you by 0.2.99")?;
                 json!(true)
             }
             "broadcast" => json!(host.broadcast_except(except(command), text_of(command, "text").as_str())?),
@@ -75,7 +75,7 @@ impl Next {
                 text_of(command, "text").as_str(),
             )?),
             "log" => {
-                host.log(LogLevel::INFO, &format!("log line from 0.1.99: {}", text_of(command, "text")));
+                host.log(LogLevel::INFO, &format!("log line from 0.2.99: {}", text_of(command, "text")));
                 json!(true)
             }
             "fail" => return Err("failed on request".into()),
@@ -108,9 +108,9 @@ impl App for Next {
 
     fn on_handshake(&self, request: &Handshake<'_>) -> Result<Accept, Reject> {
         if request.query_param("reject").is_some() {
-            return Err(Reject::new(403, "refused by 0.1.99"));
+            return Err(Reject::new(403, "refused by 0.2.99"));
         }
-        let accept = Accept::new().data("from 0.1.99");
+        let accept = Accept::new().data("from 0.2.99");
         Ok(if request.offers("legacy.v1") {
             accept.subprotocol("legacy.v1")
         } else {
@@ -121,7 +121,7 @@ impl App for Next {
     fn on_open(&self, conn: ConnId) -> Result<(), Error> {
         self.opens.fetch_add(1, Ordering::SeqCst);
         self.host
-            .send_json(conn, &json!({ "type": "welcome", "id": conn.to_string(), "api": "0.1.99" }))?;
+            .send_json(conn, &json!({ "type": "welcome", "id": conn.to_string(), "api": "0.2.99" }))?;
         Ok(())
     }
 
@@ -146,13 +146,13 @@ impl App for Next {
     }
 
     fn on_shutdown(&self) {
-        self.host.log(LogLevel::INFO, "0.1.99 plugin shut down");
+        self.host.log(LogLevel::INFO, "0.2.99 plugin shut down");
     }
 
     fn on_push(&self, push: &Push<'_>) -> Result<PushDecision, Error> {
         Ok(match push.message.as_text() {
-            Some("veto") => PushDecision::Veto("vetoed by 0.1.99".to_owned()),
-            Some("replace") => PushDecision::ReplaceText("replaced by 0.1.99".to_owned()),
+            Some("veto") => PushDecision::Veto("vetoed by 0.2.99".to_owned()),
+            Some("replace") => PushDecision::ReplaceText("replaced by 0.2.99".to_owned()),
             _ => PushDecision::Deliver,
         })
     }

@@ -26,6 +26,10 @@ pub struct ConnInfo {
     pub connected_at: SystemTime,
     /// The data the app attached when it accepted the handshake.
     pub data: String,
+    /// What the mount's path pattern captured (`/rooms/{room}`), percent-decoded.
+    pub params: Vec<(String, String)>,
+    /// The negotiated `Sec-WebSocket-Extensions` (empty when none).
+    pub extensions: String,
 }
 
 impl ConnInfo {
@@ -43,7 +47,21 @@ impl ConnInfo {
             subprotocol: info.subprotocol.into_option().map(RString::into_string),
             connected_at: UNIX_EPOCH + Duration::from_millis(info.connected_at_ms),
             data: info.data.into_string(),
+            params: info
+                .params
+                .into_iter()
+                .map(|h| (h.name.into_string(), h.value.into_string()))
+                .collect(),
+            extensions: info.extensions.into_string(),
         }
+    }
+
+    /// A value the mount's path pattern captured (`param("room")` for `/rooms/{room}`).
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
 
     /// The first value of a kept header (name compared case-insensitively).

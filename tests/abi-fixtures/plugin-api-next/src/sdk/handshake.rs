@@ -69,6 +69,21 @@ impl<'a> Handshake<'a> {
             .map(|p| p.as_str())
     }
 
+    /// A value the mount's path pattern captured (`param("room")` for
+    /// `/rooms/{room}`), percent-decoded.
+    pub fn param(&self, name: &str) -> Option<&'a str> {
+        self.params().find(|(n, _)| *n == name).map(|(_, v)| v)
+    }
+
+    /// Everything the mount's path pattern captured, in path order.
+    pub fn params(&self) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
+        self.request
+            .params
+            .as_slice()
+            .iter()
+            .map(|h| (h.name.as_str(), h.value.as_str()))
+    }
+
     /// Whether the client offered `protocol`.
     pub fn offers(&self, protocol: &str) -> bool {
         self.subprotocols().any(|p| p == protocol)

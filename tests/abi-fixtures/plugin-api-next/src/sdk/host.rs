@@ -257,7 +257,7 @@ impl Host {
         self.inner.log(level, RStr::from_str(text));
     }
 
-    /// A host method only plugin-api 0.1.99 (this made-up future copy) has.
+    /// A host method only plugin-api 0.2.99 (this made-up future copy) has.
     pub fn next_only(&self) -> String {
         self.inner.next_only().into_string()
     }

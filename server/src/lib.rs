@@ -34,6 +34,7 @@
 //! - [`metrics`]: Prometheus metrics, counted with atomic handles.
 //! - [`config`]: the TOML file, checked, with file:line:column errors.
 //! - [`runtime_dir`]: where the server keeps plugin copies and its control socket.
+//! - [`tls`]: rustls for wss/https: PEM files, ALPN, a certificate a reload can renew.
 //! - [`response`]: the server's own plain-text and JSON responses.
 
 #![forbid(unsafe_code)]
@@ -56,4 +57,5 @@ pub mod routes;
 pub mod runtime_dir;
 pub mod server;
 pub mod static_files;
+pub mod tls;
 pub mod upgrade;

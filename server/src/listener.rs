@@ -6,18 +6,33 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::future::join_all;
 use tokio::net::TcpListener;
 use tracing::{field, Instrument};
 
 use crate::connection::going_away;
 use crate::server::Server;
 
-/// Serves on `listener` until `stop` resolves, then shuts down in three
+/// A bound listener and whether it speaks TLS.
+#[derive(Debug)]
+pub struct Bound {
+    /// The listener.
+    pub listener: TcpListener,
+    /// Whether connections start with a TLS handshake (`[server.tls]`).
+    pub tls: bool,
+}
+
+/// Serves on `listeners` until `stop` resolves, then shuts down in three
 /// stages: stop accepting; ask every connection to close (1001) and wait up
 /// to `shutdown_grace`; call every app's `on_shutdown`.
-pub async fn serve(server: Arc<Server>, listener: TcpListener, stop: impl Future<Output = ()>) {
+pub async fn serve(server: Arc<Server>, listeners: Vec<Bound>, stop: impl Future<Output = ()>) {
+    let accepting = join_all(
+        listeners
+            .into_iter()
+            .map(|bound| accept_loop(bound, server.clone())),
+    );
     tokio::select! {
-        () = accept_loop(listener, server.clone()) => {}
+        _ = accepting => {}
         () = stop => tracing::info!("shutting down"),
     }
     server.shutdown_token().cancel();
@@ -42,7 +57,8 @@ pub async fn serve(server: Arc<Server>, listener: TcpListener, stop: impl Future
 }
 
 /// Accepts connections until the server shuts down.
-async fn accept_loop(listener: TcpListener, server: Arc<Server>) {
+async fn accept_loop(bound: Bound, server: Arc<Server>) {
+    let Bound { listener, tls } = bound;
     let mut backoff = Duration::from_millis(5);
     loop {
         let (stream, peer) = tokio::select! {
@@ -68,7 +84,25 @@ async fn accept_loop(listener: TcpListener, server: Arc<Server>) {
             tracing::warn!(%peer, %limit, "connection refused");
         }
         let span = tracing::info_span!("conn", %peer, path = field::Empty, id = field::Empty);
-        let task = crate::http::serve_connection(stream, peer, server.clone(), slot);
-        server.tracker().spawn(task.instrument(span));
+        if tls {
+            let tracker = server.tracker().clone();
+            let server = server.clone();
+            let task = async move {
+                let Some(tls) = server.tls() else { return };
+                // The handshake timeout covers the TLS handshake too.
+                let limit = server.config().server.handshake_timeout;
+                match tokio::time::timeout(limit, tls.acceptor().accept(stream)).await {
+                    Ok(Ok(stream)) => {
+                        crate::http::serve_connection(stream, peer, server, slot).await;
+                    }
+                    Ok(Err(error)) => tracing::debug!(%error, "TLS handshake failed"),
+                    Err(_) => tracing::debug!("TLS handshake timed out"),
+                }
+            };
+            tracker.spawn(task.instrument(span));
+        } else {
+            let task = crate::http::serve_connection(stream, peer, server.clone(), slot);
+            server.tracker().spawn(task.instrument(span));
+        }
     }
 }

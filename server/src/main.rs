@@ -95,12 +95,31 @@ fn serve_on(server: Arc<Server>, config_path: &Path, watch: bool) -> anyhow::Res
         .build()
         .context("starting the runtime")?;
     runtime.block_on(async move {
-        let listen = server.config().server.listen;
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .with_context(|| format!("cannot listen on {listen}"))?;
-        let addr = listener.local_addr().context("reading the bound address")?;
-        server.set_listening(addr);
+        let config = server.config();
+        // `listen` speaks TLS when [server.tls] has no listen of its own.
+        let mut wanted = vec![(config.server.listen, false)];
+        if let Some(tls) = &config.server.tls {
+            match tls.listen {
+                Some(listen) => wanted.push((listen, true)),
+                None => wanted[0].1 = true,
+            }
+        }
+        let mut listeners = Vec::new();
+        let mut lines = Vec::new();
+        for (listen, tls) in wanted {
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("cannot listen on {listen}"))?;
+            let addr = listener.local_addr().context("reading the bound address")?;
+            if listeners.is_empty() {
+                server.set_listening(addr);
+            }
+            lines.push(format!(
+                "switchboard listening on {}://{addr}",
+                if tls { "https" } else { "http" }
+            ));
+            listeners.push(switchboard::listener::Bound { listener, tls });
+        }
         for app in server.apps() {
             let instance = app.instance();
             let plugin = &instance.plugin().plugin;
@@ -114,10 +133,13 @@ fn serve_on(server: Arc<Server>, config_path: &Path, watch: bool) -> anyhow::Res
             );
         }
         control::start(&server, config_path, watch).context("cannot set up reloading")?;
-        // The one line on stdout: scripts and tests read the bound port from it.
-        println!("switchboard listening on http://{addr}");
+        // The lines on stdout (one per listener, the plain one first): scripts
+        // and tests read the bound ports from them.
+        for line in lines {
+            println!("{line}");
+        }
         std::io::stdout().flush().ok();
-        switchboard::listener::serve(server, listener, shutdown_signal()).await;
+        switchboard::listener::serve(server, listeners, shutdown_signal()).await;
         Ok(ExitCode::SUCCESS)
     })
 }

@@ -178,6 +178,28 @@ async fn apply(server: &Arc<Server>, config_path: &Path) -> Result<ReloadReport,
         report.needs_restart.push("server.watch".to_owned());
         config.server.watch = old.server.watch;
     }
+    // Listeners are set up at start: TLS on or off, or on another address,
+    // needs a restart; a renewed certificate does not.
+    let tls_listeners = |tls: &Option<crate::config::TlsConfig>| tls.as_ref().map(|t| t.listen);
+    if tls_listeners(&config.server.tls) != tls_listeners(&old.server.tls) {
+        report
+            .needs_restart
+            .push("server.tls (listeners)".to_owned());
+        config.server.tls = old.server.tls.clone();
+    }
+    let renewed = match (&config.server.tls, server.tls()) {
+        (Some(settings), Some(_)) => {
+            let (cert, key) = (settings.cert.clone(), settings.key.clone());
+            let loaded = tokio::task::spawn_blocking(move || crate::tls::load(&cert, &key))
+                .await
+                .map_err(|_| ReloadError::ShuttingDown)?
+                .map_err(|error| StartError {
+                    problems: vec![StartProblem::Tls(error)],
+                })?;
+            Some(loaded)
+        }
+        _ => None,
+    };
     let config = Arc::new(config);
     let plugins = load_plugins(server, &config).await?;
     let plans: Vec<Plan> = config
@@ -252,6 +274,9 @@ async fn apply(server: &Arc<Server>, config_path: &Path) -> Result<ReloadReport,
         .push_path
         .write()
         .unwrap_or_else(|e| e.into_inner()) = config.push.path.clone();
+    if let (Some(tls), Some(renewed)) = (server.tls(), renewed) {
+        tls.replace(renewed);
+    }
     server.set_routes(Routes::new(config, mounts));
     Ok(report)
 }

@@ -25,6 +25,7 @@ use crate::plugin::store::{PluginStore, StoredPlugin};
 use crate::plugin::{AppInstance, LoadPluginError, MountedApp};
 use crate::registry::Registry;
 pub use crate::routes::Routes;
+use crate::tls::Tls;
 
 /// Where in the config an app is declared, for messages: `file:line: app /path`
 /// (with a column when it points inside the app's table).
@@ -88,6 +89,9 @@ pub enum StartProblem {
         #[source]
         source: LoadPluginError,
     },
+    /// The TLS certificate or key cannot be used.
+    #[error("{0}")]
+    Tls(#[from] crate::tls::LoadTlsError),
     /// An app's constructor refused (its config, a failure, a panic).
     #[error("{location}: {source}")]
     NewApp {
@@ -110,6 +114,8 @@ pub struct StartError {
 /// The server's state, shared by every connection.
 pub struct Server {
     routes: ArcSwap<Routes>,
+    /// TLS, when `[server.tls]` is set.
+    tls: Option<Tls>,
     store: PluginStore,
     /// Apps a reload replaced in `drain` mode, whose old connections are not
     /// all closed yet (the push API still finds their clients).
@@ -229,6 +235,16 @@ impl Server {
             max_message_size: config.server.max_message_size,
         };
         let mut problems = Vec::new();
+        let tls = match &config.server.tls {
+            Some(settings) => match crate::tls::load(&settings.cert, &settings.key) {
+                Ok(tls) => Some(Tls::new(tls)),
+                Err(error) => {
+                    problems.push(StartProblem::Tls(error));
+                    None
+                }
+            },
+            None => None,
+        };
         let mut mounts = Vec::new();
         for app in &config.apps {
             match builder.mount(&config, app) {
@@ -247,6 +263,7 @@ impl Server {
             config.server.max_connections_per_ip,
         );
         Ok(Server {
+            tls,
             routes: ArcSwap::from_pointee(Routes::new(Arc::new(config), mounts)),
             store,
             draining: Mutex::new(Vec::new()),
@@ -278,6 +295,11 @@ impl Server {
             metrics: &self.metrics,
             max_message_size,
         }
+    }
+
+    /// TLS, when `[server.tls]` is set.
+    pub fn tls(&self) -> Option<&Tls> {
+        self.tls.as_ref()
     }
 
     /// What every app may learn about the server.

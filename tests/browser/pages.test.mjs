@@ -145,6 +145,31 @@ test('chat: the room comes from the page URL (the app is mounted on /chat/{room}
   for (const { context } of pages) await context.close();
 });
 
+test('echo over https and wss, with no proxy', async () => {
+  // The certificate is made by the Rust side of the test run (rcgen).
+  const cert = process.env.SWITCHBOARD_TEST_TLS_CERT;
+  const key = process.env.SWITCHBOARD_TEST_TLS_KEY;
+  assert.ok(cert && key, 'the test certificate is passed in the environment');
+  const secure = await startServer(0, undefined, { cert, key });
+  try {
+    assert.match(secure.url, /^https:\/\//);
+    // The certificate is self-signed: this context accepts it.
+    const context = await browser.newContext({ ignoreHTTPSErrors: true });
+    const page = await context.newPage();
+    page.on('pageerror', (error) => assert.fail(`page error: ${error.message}`));
+    await page.goto(secure.url + '/echo.html');
+    await page.locator('#status.open').waitFor();
+    assert.equal(await page.evaluate(() => window.sb.url.slice(0, 6)), 'wss://');
+    await page.fill('#input', 'hello over wss');
+    await page.click('#send');
+    await page.locator('#log .in', { hasText: 'hello over wss' }).waitFor();
+    await shoot(page, 'echo-over-wss');
+    await context.close();
+  } finally {
+    await secure.stop();
+  }
+});
+
 test('index: every app is listed from the server, with no console error', async () => {
   const context = await browser.newContext();
   const page = await context.newPage();

@@ -56,12 +56,12 @@ plugin = "hub"
  * `apps` replaces the apps of the config (given the test directory, where
  * plugin copies may go).
  */
-export async function startServer(port = 0, apps = () => APPS) {
+export async function startServer(port = 0, apps = () => APPS, tls = null) {
   const binary = join(target, 'switchboard');
   if (!existsSync(binary)) throw new Error(`${binary} is missing: run cargo build --workspace first`);
   const dir = mkdtempSync(join(tmpdir(), 'switchboard-browser-'));
   const config = join(dir, 'switchboard.toml');
-  writeFileSync(config, `[server]\nlisten = "127.0.0.1:${port}"\nplugin_dir = ${JSON.stringify(target)}\nruntime_dir = ${JSON.stringify(join(dir, 'run'))}\nstatic_dir = ${JSON.stringify(join(root, 'examples/web'))}\n${apps(dir)}`);
+  writeFileSync(config, `[server]\nlisten = "127.0.0.1:${port}"\nplugin_dir = ${JSON.stringify(target)}\nruntime_dir = ${JSON.stringify(join(dir, 'run'))}\nstatic_dir = ${JSON.stringify(join(root, 'examples/web'))}\n${tls ? `[server.tls]\ncert = ${JSON.stringify(tls.cert)}\nkey = ${JSON.stringify(tls.key)}\n` : ''}${apps(dir)}`);
   const child = spawn(binary, ['--config', config], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, SWITCHBOARD_LOG: 'warn' } });
   const lines = createInterface({ input: child.stdout });
   const [line] = await Promise.race([

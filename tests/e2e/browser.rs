@@ -47,10 +47,20 @@ fn demo_pages_and_the_client_library_work_in_chromium() {
             String::from_utf8_lossy(&install.stderr)
         );
     }
+    // A self-signed certificate for the https/wss page test.
+    let tls = tempfile::tempdir().unwrap();
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .unwrap();
+    let (cert, key) = (tls.path().join("cert.pem"), tls.path().join("key.pem"));
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
     let run = Command::new("node")
         .args(["--test", "--test-concurrency=1"])
         .current_dir(&dir)
         .env("SWITCHBOARD_TARGET_DIR", target_dir())
+        .env("SWITCHBOARD_TEST_TLS_CERT", &cert)
+        .env("SWITCHBOARD_TEST_TLS_KEY", &key)
         .env("CHROMIUM", &chromium)
         .output()
         .expect("run node --test");
@@ -61,7 +71,7 @@ fn demo_pages_and_the_client_library_work_in_chromium() {
     );
     assert!(run.status.success(), "browser tests failed:\n{output}");
     assert!(
-        output.contains("# fail 0") && output.contains("# pass 10"),
+        output.contains("# fail 0") && output.contains("# pass 11"),
         "unexpected browser test summary:\n{output}"
     );
 }

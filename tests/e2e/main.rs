@@ -18,6 +18,8 @@ mod compat;
 mod reload;
 // Apps chosen by subprotocol on a shared path; path patterns and captures.
 mod routing;
+// wss and https without a proxy.
+mod tls;
 // Many clients on several apps at once; shutdown.
 mod concurrency;
 // Every Host call, through the test-kit plugin.

@@ -147,6 +147,7 @@ pub struct TestConfig {
     server: Vec<String>,
     rest: String,
     plugin_dir: Option<PathBuf>,
+    tls: Option<String>,
 }
 
 impl TestConfig {
@@ -156,6 +157,7 @@ impl TestConfig {
             server: Vec::new(),
             rest: EXAMPLE_APPS.to_owned(),
             plugin_dir: None,
+            tls: None,
         }
     }
 
@@ -168,6 +170,21 @@ impl TestConfig {
     /// Replaces everything after `[server]` (the apps).
     pub fn apps(mut self, text: &str) -> Self {
         self.rest = text.to_owned();
+        self
+    }
+
+    /// Adds `[server.tls]` with these files; with `beside`, on a listener of
+    /// its own beside the plain one (the server reports both addresses).
+    pub fn tls(mut self, cert: &Path, key: &Path, beside: bool) -> Self {
+        let mut table = format!(
+            "[server.tls]\ncert = {:?}\nkey = {:?}\n",
+            cert.display().to_string(),
+            key.display().to_string()
+        );
+        if beside {
+            table.push_str("listen = \"127.0.0.1:0\"\n");
+        }
+        self.tls = Some(table);
         self
     }
 
@@ -188,6 +205,9 @@ impl TestConfig {
             text.push_str(line);
             text.push('\n');
         }
+        if let Some(tls) = &self.tls {
+            text.push_str(tls);
+        }
         text.push_str(&self.rest);
         text
     }
@@ -202,8 +222,12 @@ impl Default for TestConfig {
 /// A running switchboard process; killed when dropped.
 pub struct TestServer {
     child: Child,
-    /// The address it listens on.
+    /// The address it listens on (its first listener).
     pub addr: SocketAddr,
+    /// The TLS listener's address, when TLS listens beside the plain listener.
+    pub tls_addr: Option<SocketAddr>,
+    /// Whether `addr` speaks TLS.
+    pub addr_is_tls: bool,
     dir: TempDir,
 }
 
@@ -249,12 +273,34 @@ impl TestServer {
             .unwrap_or_else(|_| panic!("server did not start in time:\n{}", read_log(dir.path())))
             .expect("read stdout")
             .unwrap_or_else(|| panic!("server exited before listening:\n{}", read_log(dir.path())));
-        let addr = line
-            .strip_prefix("switchboard listening on http://")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .parse()
-            .expect("address");
-        TestServer { child, addr, dir }
+        let parse = |line: &str| -> (SocketAddr, bool) {
+            let rest = line
+                .strip_prefix("switchboard listening on ")
+                .unwrap_or_else(|| panic!("unexpected line {line:?}"));
+            let (tls, addr) = match rest.strip_prefix("https://") {
+                Some(addr) => (true, addr),
+                None => (false, rest.strip_prefix("http://").expect("http or https")),
+            };
+            (addr.parse().expect("address"), tls)
+        };
+        let (addr, addr_is_tls) = parse(&line);
+        let tls_addr = if config.tls.as_deref().is_some_and(|t| t.contains("listen")) {
+            let line = lines
+                .next_line()
+                .await
+                .expect("read stdout")
+                .expect("second listener");
+            Some(parse(&line).0)
+        } else {
+            None
+        };
+        TestServer {
+            child,
+            addr,
+            tls_addr,
+            addr_is_tls,
+            dir,
+        }
     }
 
     /// `ws://addr/path`.

@@ -118,6 +118,20 @@ pub struct ServerConfig {
     pub runtime_dir: PathBuf,
     /// Reload by itself when the config or a plugin file changes.
     pub watch: bool,
+    /// TLS (`[server.tls]`), if set.
+    pub tls: Option<TlsConfig>,
+}
+
+/// `[server.tls]`: a certificate chain and key (PEM files) that make `listen`
+/// speak TLS, or, with its own `listen`, add a TLS listener beside it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// The certificate chain (PEM), leaf first.
+    pub cert: PathBuf,
+    /// The private key (PEM).
+    pub key: PathBuf,
+    /// Where the TLS listener listens; `None`: on `[server] listen`, instead of plain.
+    pub listen: Option<SocketAddr>,
 }
 
 /// One mounted app.

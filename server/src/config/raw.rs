@@ -71,6 +71,16 @@ pub(super) struct RawServer {
     pub(super) read_buffer_size: Option<Spanned<ByteSize>>,
     pub(super) runtime_dir: Option<PathBuf>,
     pub(super) watch: Option<bool>,
+    pub(super) tls: Option<RawTls>,
+}
+
+/// `[server.tls]`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTls {
+    pub(super) cert: PathBuf,
+    pub(super) key: PathBuf,
+    pub(super) listen: Option<Spanned<SocketAddr>>,
 }
 
 /// One `[[app]]`.

@@ -17,7 +17,7 @@ use super::source::{ConfigProblem, SourceFile};
 use super::units::{ByteSize, HumanDuration};
 use super::{
     parse_ip_net, AppConfig, Config, EndpointConfig, PluginSpec, PushConfig, ReloadMode,
-    ServerConfig, DEFAULT_INFO_HEADERS, RESERVED_PREFIX,
+    ServerConfig, TlsConfig, DEFAULT_INFO_HEADERS, RESERVED_PREFIX,
 };
 
 /// A byte range in the config file.
@@ -226,6 +226,10 @@ pub(super) fn validate(
 
 fn validate_server(s: RawServer, base: &Path, check: &mut Checker<'_>) -> ServerConfig {
     let source = check.source;
+    let listen = s.listen.map_or(
+        SocketAddr::from(([127, 0, 0, 1], 8080)),
+        Spanned::into_inner,
+    );
     let max_message_size = check.size_at_least(s.max_message_size, 1, 16 << 20, "max_message_size");
     let max_frame_size = check.size_at_least(
         s.max_frame_size,
@@ -234,10 +238,7 @@ fn validate_server(s: RawServer, base: &Path, check: &mut Checker<'_>) -> Server
         "max_frame_size",
     );
     ServerConfig {
-        listen: s.listen.map_or(
-            SocketAddr::from(([127, 0, 0, 1], 8080)),
-            Spanned::into_inner,
-        ),
+        listen,
         plugin_dir: s
             .plugin_dir
             .map_or_else(executable_dir, |dir| base.join(dir)),
@@ -265,6 +266,23 @@ fn validate_server(s: RawServer, base: &Path, check: &mut Checker<'_>) -> Server
             |dir| base.join(dir),
         ),
         watch: s.watch.unwrap_or(false),
+        tls: s.tls.map(|tls| {
+            let listen_plain = &listen;
+            let listen = tls.listen.map(|listen| {
+                if *listen.get_ref() == *listen_plain && listen_plain.port() != 0 {
+                    check.report(
+                        Some(listen.span()),
+                        "server.tls.listen is the same as server.listen: leave it out to serve TLS on listen instead",
+                    );
+                }
+                listen.into_inner()
+            });
+            TlsConfig {
+                cert: base.join(tls.cert),
+                key: base.join(tls.key),
+                listen,
+            }
+        }),
     }
 }
 

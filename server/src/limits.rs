@@ -131,3 +131,64 @@ mod tests {
         assert!(limits.acquire(a).is_ok());
     }
 }
+
+/// Lets a repeated log line through at most once per interval, counting the
+/// ones held back, so a flood of refusals costs one line a second, not one
+/// per socket.
+#[derive(Debug)]
+pub struct LogLimiter {
+    interval_ms: u64,
+    started: std::time::Instant,
+    /// Milliseconds since `started` of the last line let through, plus one (0: none yet).
+    last: std::sync::atomic::AtomicU64,
+    held_back: std::sync::atomic::AtomicU64,
+}
+
+impl LogLimiter {
+    /// At most one line per `interval`.
+    pub fn new(interval: std::time::Duration) -> Self {
+        LogLimiter {
+            interval_ms: u64::try_from(interval.as_millis()).unwrap_or(u64::MAX),
+            started: std::time::Instant::now(),
+            last: std::sync::atomic::AtomicU64::new(0),
+            held_back: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(lines held back since the last one)` when this line may be
+    /// logged, `None` when it is held back.
+    pub fn allow(&self) -> Option<u64> {
+        use std::sync::atomic::Ordering;
+        let now = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX) + 1;
+        let last = self.last.load(Ordering::Relaxed);
+        if last != 0 && now.saturating_sub(last) < self.interval_ms {
+            self.held_back.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        if self
+            .last
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+        {
+            self.held_back.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(self.held_back.swap(0, Ordering::Relaxed))
+    }
+}
+
+#[cfg(test)]
+mod log_limiter_tests {
+    use super::*;
+
+    #[test]
+    fn one_line_per_interval_with_the_count_held_back() {
+        let limiter = LogLimiter::new(std::time::Duration::from_millis(200));
+        assert_eq!(limiter.allow(), Some(0));
+        for _ in 0..5 {
+            assert_eq!(limiter.allow(), None);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+        assert_eq!(limiter.allow(), Some(5));
+    }
+}

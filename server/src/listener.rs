@@ -59,6 +59,8 @@ pub async fn serve(server: Arc<Server>, listeners: Vec<Bound>, stop: impl Future
 /// Accepts connections until the server shuts down.
 async fn accept_loop(bound: Bound, server: Arc<Server>) {
     let Bound { listener, tls } = bound;
+    // Refusals are counted in the metrics; the log gets one line a second.
+    let refusals = crate::limits::LogLimiter::new(Duration::from_secs(1));
     let mut backoff = Duration::from_millis(5);
     loop {
         let (stream, peer) = tokio::select! {
@@ -81,7 +83,9 @@ async fn accept_loop(bound: Bound, server: Arc<Server>) {
         let slot = server.limits().acquire(peer.ip());
         if let Err(limit) = &slot {
             server.metrics().rejected(limit.label());
-            tracing::warn!(%peer, %limit, "connection refused");
+            if let Some(held_back) = refusals.allow() {
+                tracing::warn!(%peer, %limit, held_back, "connection refused (held_back: refusals not logged in the last second)");
+            }
         }
         let span = tracing::info_span!("conn", %peer, path = field::Empty, id = field::Empty);
         if tls {

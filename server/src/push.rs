@@ -24,6 +24,7 @@ use serde_json::{json, Value};
 use switchboard_plugin_api::abi::{
     MessageRef, OwnedMessage, PushAction, PushRequest, PushTargetKind,
 };
+use switchboard_plugin_api::sdk::{bearer_token, tokens_match};
 use switchboard_plugin_api::ConnId;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -156,17 +157,6 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, config: &PushConfig) -> IpAd
         .unwrap_or(peer)
 }
 
-/// Compares without stopping at the first difference, so timing does not
-/// tell how much of a guessed token was right.
-fn same_token(given: &[u8], expected: &[u8]) -> bool {
-    given.len() == expected.len()
-        && given
-            .iter()
-            .zip(expected)
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
-}
-
 /// Answers one push API request (and counts it by status).
 pub async fn handle(
     request: Request<Incoming>,
@@ -207,9 +197,9 @@ async fn answer(
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
+            .and_then(bearer_token)
             .unwrap_or("");
-        if !same_token(given.as_bytes(), token.as_bytes()) {
+        if !tokens_match(given, token) {
             let mut response = error_response(
                 StatusCode::UNAUTHORIZED,
                 "a valid bearer token is required (Authorization: Bearer <token>)",
@@ -236,10 +226,21 @@ async fn answer(
     if declared.is_some_and(|len| len > config.max_body) {
         return too_large();
     }
-    let body = match Limited::new(request.into_body(), config.max_body)
-        .collect()
-        .await
-    {
+    let collected = tokio::time::timeout(
+        config.body_timeout,
+        Limited::new(request.into_body(), config.max_body).collect(),
+    )
+    .await;
+    let Ok(collected) = collected else {
+        return error_response(
+            StatusCode::REQUEST_TIMEOUT,
+            &format!(
+                "the body did not arrive within push.body_timeout ({:?})",
+                config.body_timeout
+            ),
+        );
+    };
+    let body = match collected {
         Ok(body) => body.to_bytes(),
         Err(error)
             if error
@@ -500,6 +501,7 @@ mod tests {
                 .collect(),
             max_body: 1024,
             max_batch: 10,
+            body_timeout: std::time::Duration::from_secs(1),
         }
     }
 
@@ -539,12 +541,5 @@ mod tests {
             client_ip(proxy, &HeaderMap::new(), &config(&["10.0.0.0/8"])),
             proxy
         );
-    }
-
-    #[test]
-    fn tokens_are_compared_whole() {
-        assert!(same_token(b"secret", b"secret"));
-        assert!(!same_token(b"secreT", b"secret"));
-        assert!(!same_token(b"secret!", b"secret"));
     }
 }

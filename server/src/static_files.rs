@@ -4,7 +4,8 @@
 //!
 //! Only plain paths are served: every segment made of letters, digits, `.`,
 //! `_` and `-`, none starting with a dot, so nothing outside `static_dir` (nor
-//! a hidden file) can be named. `/` and directories serve their `index.html`.
+//! a hidden file) can be named, and a symbolic link is served only when its
+//! target is inside `static_dir` too. `/` and directories serve their `index.html`.
 
 use std::path::{Path, PathBuf};
 
@@ -61,6 +62,13 @@ pub async fn serve<B>(root: &Path, request: &Request<B>) -> Option<FullResponse>
     if metadata.is_dir() {
         file.push("index.html");
         metadata = tokio::fs::metadata(&file).await.ok()?;
+    }
+    // A symbolic link may point anywhere: serve it only if it stays inside.
+    let real_root = tokio::fs::canonicalize(root).await.ok()?;
+    let real_file = tokio::fs::canonicalize(&file).await.ok()?;
+    if !real_file.starts_with(&real_root) {
+        tracing::debug!(file = %file.display(), "a link out of static_dir is not served");
+        return None;
     }
     if !metadata.is_file() || metadata.len() > MAX_FILE {
         return None;

@@ -20,6 +20,8 @@ mod reload;
 mod routing;
 // wss and https without a proxy.
 mod tls;
+// Limits against absurd settings, floods, slow bodies, links, header spellings.
+mod hardening;
 // Many clients on several apps at once; shutdown.
 mod concurrency;
 // Every Host call, through the test-kit plugin.

@@ -11,10 +11,12 @@
 //! - `handshake`: [`Handshake`], [`Accept`] and [`Reject`];
 //! - `push`: pushes from backends and the app's [`PushDecision`];
 //! - `shared`: [`Shared`], state behind a lock a panic does not poison;
+//! - `auth`: [`bearer_token`] and [`tokens_match`], for apps that check tokens;
 //! - `adapter`: the `catch_unwind` shims between an SDK app and the ABI.
 
 mod adapter;
 mod app;
+mod auth;
 mod conn_info;
 mod handshake;
 mod host;
@@ -28,6 +30,7 @@ pub use adapter::new_app;
 #[doc(hidden)]
 pub use app::config_error_key;
 pub use app::{App, Context, Error};
+pub use auth::{bearer_token, tokens_match};
 pub use conn_info::ConnInfo;
 pub use handshake::{Accept, Handshake, Reject};
 pub use host::{FramePacing, Host, HostError, ServerInfo};

@@ -13,6 +13,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use switchboard_plugin_api::sdk::{bearer_token, tokens_match};
 use switchboard_plugin_api::{
     export_app, Accept, App, ConnId, Context, Error, Handshake, Host, LogLevel, Message, Reject,
     Shared,
@@ -367,14 +368,14 @@ impl App for Chat {
         };
         let bearer = request
             .header("authorization")
-            .and_then(|h| h.strip_prefix("Bearer "))
+            .and_then(bearer_token)
             .map(str::to_owned);
         let presented = request
             .query_param("token")
             .or(bearer)
             .or_else(|| request.cookie("chat_token").map(str::to_owned));
         match presented {
-            Some(token) if token == *expected => Ok(Accept::new()),
+            Some(token) if tokens_match(&token, expected) => Ok(Accept::new()),
             Some(_) => {
                 Err(Reject::new(401, "invalid chat token").header("www-authenticate", "Bearer"))
             }

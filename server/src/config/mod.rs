@@ -57,6 +57,8 @@ pub struct PushConfig {
     pub max_body: usize,
     /// Most pushes in one batch request.
     pub max_batch: usize,
+    /// How long a backend may take to send the request body (then 408).
+    pub body_timeout: Duration,
 }
 
 /// Where a status endpoint is served and who may ask.
@@ -274,6 +276,16 @@ mod tests {
         assert_eq!(config.server.listen, "127.0.0.1:8080".parse().unwrap());
         assert_eq!(config.server.max_message_size, 16 << 20);
         assert!(config.apps.is_empty());
+        assert_eq!(config.server.max_connections_per_ip, 256);
+        let allowed = |ip: &str| {
+            config
+                .health
+                .allowed_ips
+                .iter()
+                .any(|net| net.contains(&ip.parse::<IpAddr>().unwrap()))
+        };
+        assert!(allowed("127.0.0.1") && allowed("::1"));
+        assert!(!allowed("192.0.2.1"), "health is loopback only by default");
     }
 
     #[test]

@@ -47,6 +47,7 @@ pub(super) struct RawPush {
     pub(super) trusted_proxies: Option<Vec<Spanned<String>>>,
     pub(super) max_body: Option<Spanned<ByteSize>>,
     pub(super) max_batch: Option<Spanned<usize>>,
+    pub(super) body_timeout: Option<Spanned<HumanDuration>>,
 }
 
 /// `[server]`.

@@ -20,6 +20,14 @@ use super::{
     ServerConfig, TlsConfig, DEFAULT_INFO_HEADERS, RESERVED_PREFIX,
 };
 
+/// The longest timeout or interval the config accepts.
+pub(super) const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Connections one address may hold unless the config says otherwise: enough
+/// for any browser (a few tabs of a few apps each), too few for one machine
+/// to take every slot of the server.
+pub(super) const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 256;
+
 /// A byte range in the config file.
 type Span = std::ops::Range<usize>;
 
@@ -35,6 +43,8 @@ impl Checker<'_> {
     }
 
     /// A duration that must be greater than zero.
+    /// A duration greater than zero and at most [`MAX_DURATION`] (a larger
+    /// one would overflow the clock arithmetic of every connection).
     fn positive_duration(
         &mut self,
         value: Option<Spanned<HumanDuration>>,
@@ -43,6 +53,13 @@ impl Checker<'_> {
         match value {
             Some(v) if v.get_ref().0.is_zero() => {
                 self.report(Some(v.span()), "a duration here must be greater than zero");
+                default
+            }
+            Some(v) if v.get_ref().0 > MAX_DURATION => {
+                self.report(
+                    Some(v.span()),
+                    "a duration here must be at most a day (\"24h\")",
+                );
                 default
             }
             Some(v) => v.into_inner().0,
@@ -186,7 +203,7 @@ pub(super) fn validate(
         raw.health,
         "health",
         "/_/health",
-        &["0.0.0.0/0", "::/0"],
+        &["127.0.0.0/8", "::1"],
         &mut check,
     );
     let (metrics, metrics_span) = validate_endpoint(
@@ -246,7 +263,9 @@ fn validate_server(s: RawServer, base: &Path, check: &mut Checker<'_>) -> Server
         max_message_size,
         max_frame_size: max_frame_size.min(max_message_size),
         max_connections: s.max_connections.unwrap_or(10_000),
-        max_connections_per_ip: s.max_connections_per_ip.unwrap_or(0),
+        max_connections_per_ip: s
+            .max_connections_per_ip
+            .unwrap_or(DEFAULT_MAX_CONNECTIONS_PER_IP),
         allowed_origins: s.allowed_origins.unwrap_or_default(),
         handshake_timeout: check.positive_duration(s.handshake_timeout, Duration::from_secs(5)),
         ping_interval: check.positive_duration(s.ping_interval, Duration::from_secs(30)),
@@ -457,6 +476,7 @@ fn validate_push(raw: RawPush, check: &mut Checker<'_>) -> (PushConfig, Option<S
         trusted_proxies: check.ip_nets(raw.trusted_proxies, &[]),
         max_body: check.size_at_least(raw.max_body, 1, 1 << 20, "push.max_body"),
         max_batch: check.count_at_least(raw.max_batch, 1, 1000, "push.max_batch"),
+        body_timeout: check.positive_duration(raw.body_timeout, Duration::from_secs(10)),
     };
     (push, span)
 }

@@ -1,0 +1,159 @@
+//! Limits an attacker or a mistake would otherwise get around: absurd
+//! durations, connections per address by default, the log under a flood of
+//! refusals, a push body that never arrives, links out of `static_dir`, the
+//! `Bearer` scheme's case.
+
+use std::time::Duration;
+
+use switchboard_tests::{output_text, run_command, target_dir, TestConfig, TestServer};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn absurd_durations_are_refused_at_load() {
+    let config = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nplugin_dir = {:?}\nhandshake_timeout = \"300000000000y\"\n",
+        target_dir().display().to_string()
+    );
+    let output = run_command(&["check"], &config).await;
+    let text = output_text(&output);
+    assert!(!output.status.success(), "{text}");
+    assert!(
+        text.contains("switchboard.toml:4:21: a duration here must be at most a day (\"24h\")"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_address_gets_256_connections_by_default() {
+    let server = TestServer::start(TestConfig::new()).await;
+    let mut held = Vec::new();
+    for _ in 0..256 {
+        held.push(TcpStream::connect(server.addr).await.unwrap());
+    }
+    // The server counts a connection when it accepts it.
+    let mut refused = String::new();
+    for _ in 0..50 {
+        refused = server.get("/_/health").await;
+        if refused.starts_with("HTTP/1.1 503") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+    assert!(
+        refused.contains("too many connections from this address"),
+        "{refused}"
+    );
+    drop(held);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flood_of_refused_connections_costs_the_log_a_line_a_second() {
+    let server = TestServer::start(TestConfig::new().server("max_connections_per_ip = 1")).await;
+    let held = TcpStream::connect(server.addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for _ in 0..100 {
+        let response = server.get("/_/health").await;
+        assert!(response.starts_with("HTTP/1.1 503"), "{response}");
+    }
+    let logged = server.log().matches("connection refused").count();
+    assert!(
+        (1..=3).contains(&logged),
+        "{logged} lines:\n{}",
+        server.log()
+    );
+    // Each refusal is still counted.
+    drop(held);
+    let mut metrics = String::new();
+    for _ in 0..50 {
+        metrics = server.get("/_/metrics").await;
+        if metrics.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        metrics.contains("switchboard_connections_rejected_total{reason=\"limit_per_ip\"} 100"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_push_body_that_never_arrives_is_answered_408() {
+    let server = TestServer::start(TestConfig::new().apps(
+        "[push]\nbody_timeout = \"300ms\"\n\n[[app]]\npath = \"/echo\"\nplugin = \"echo\"\n",
+    ))
+    .await;
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    stream
+        .write_all(b"POST /_/push HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"to\":")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut response = Vec::new();
+    let _ = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut response),
+    )
+    .await;
+    let response = String::from_utf8_lossy(&response);
+    assert!(response.starts_with("HTTP/1.1 408"), "{response}");
+    assert!(response.contains("push.body_timeout"), "{response}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn links_out_of_static_dir_are_not_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let pages = dir.path().join("pages");
+    std::fs::create_dir(&pages).unwrap();
+    std::fs::write(pages.join("inside.txt"), "inside").unwrap();
+    std::fs::write(dir.path().join("secret.txt"), "secret").unwrap();
+    std::os::unix::fs::symlink(dir.path().join("secret.txt"), pages.join("out.txt")).unwrap();
+    std::os::unix::fs::symlink(pages.join("inside.txt"), pages.join("alias.txt")).unwrap();
+    let server = TestServer::start(
+        TestConfig::new().server(&format!("static_dir = {:?}", pages.display().to_string())),
+    )
+    .await;
+    let out = server.get("/out.txt").await;
+    assert!(
+        out.starts_with("HTTP/1.1 404") && !out.contains("secret"),
+        "{out}"
+    );
+    let alias = server.get("/alias.txt").await;
+    assert!(
+        alias.starts_with("HTTP/1.1 200") && alias.ends_with("inside"),
+        "{alias}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_bearer_scheme_is_case_insensitive() {
+    let server = TestServer::start(TestConfig::new().apps(
+        "[push]\ntoken = \"t0ken\"\n\n[[app]]\npath = \"/echo\"\nplugin = \"echo\"\n\n[[app]]\npath = \"/chat\"\nplugin = \"chat\"\n[app.config]\nauth_token = \"s3cret\"\n",
+    ))
+    .await;
+    let body = r#"{"to": {"app": "/echo"}, "message": "x"}"#;
+    for scheme in ["Bearer", "bearer", "BEARER"] {
+        let (status, answer) = server
+            .post(
+                "/_/push",
+                &[("Authorization", &format!("{scheme} t0ken"))],
+                body,
+            )
+            .await;
+        assert_eq!(status, 200, "{scheme}: {answer}");
+    }
+    let (status, _) = server
+        .post("/_/push", &[("Authorization", "Bearer wrong")], body)
+        .await;
+    assert_eq!(status, 401);
+    let request = format!(
+        "GET /chat HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nAuthorization: bearer s3cret\r\n\r\n"
+    );
+    let head = server
+        .raw(request.as_bytes(), Duration::from_millis(500))
+        .await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+}

@@ -149,9 +149,7 @@ async fn the_bearer_scheme_is_case_insensitive() {
         .post("/_/push", &[("Authorization", "Bearer wrong")], body)
         .await;
     assert_eq!(status, 401);
-    let request = format!(
-        "GET /chat HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nAuthorization: bearer s3cret\r\n\r\n"
-    );
+    let request = "GET /chat HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nAuthorization: bearer s3cret\r\n\r\n";
     let head = server
         .raw(request.as_bytes(), Duration::from_millis(500))
         .await;

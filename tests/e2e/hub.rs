@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 use switchboard_tests::{Client, TestConfig, TestServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::util::{expect_close, next_text};
@@ -404,4 +405,42 @@ async fn registrations_and_signed_uuids_survive_a_reload() {
     backend
         .talk(json!({"opcode": "feedback", "uuid": late.uuid, "message": "to the late one"}))
         .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn only_backends_have_an_ident_and_one_backend_per_ident() {
+    let server = TestServer::start(config()).await;
+    // A browser claiming a backend's ident gets none of its feedback.
+    let mut request = server.url("/hub").into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("ident", "worker".parse().unwrap());
+    let (mut impostor, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let ready: Value = serde_json::from_str(&next_text(&mut impostor).await).unwrap();
+    assert_eq!(ready["opcode"], "ready");
+    let mut worker = PhpLike::connect(&server, "/hub/php", "worker").await;
+    let mut sender = PhpLike::connect(&server, "/hub/php", "sender").await;
+    sender
+        .talk(json!({"opcode": "feedback", "ident": "worker", "uuid": "", "message": "for the worker", "fromUUID": sender.uuid}))
+        .await;
+    let packet: Value = serde_json::from_str(&worker.read().await.expect("feedback")).unwrap();
+    assert_eq!(packet["message"], "for the worker");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), next_text(&mut impostor))
+            .await
+            .is_err(),
+        "the browser got nothing"
+    );
+    // A second backend with the same ident is refused before the upgrade.
+    let response = server
+        .raw(
+            b"GET /hub/php HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nClient-Type: php\r\nIdent: worker\r\n\r\n",
+            Duration::from_millis(500),
+        )
+        .await;
+    assert!(response.starts_with("HTTP/1.1 409"), "{response}");
+    assert!(
+        response.contains("a backend with ident \"worker\" is connected already"),
+        "{response}"
+    );
 }

@@ -481,3 +481,41 @@ async fn demo_jobs_are_off_unless_configured() {
         "{answer}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connection_may_cancel_at_most_a_thousand_jobs() {
+    let server = TestServer::start(config("")).await;
+    let (mut ws, _) = progress_client(&server).await;
+    for n in 0..1000 {
+        send_text(
+            &mut ws,
+            &json!({"type": "cancel", "job": format!("job-{n}")}).to_string(),
+        )
+        .await;
+    }
+    let mut cancelled = 0;
+    while cancelled < 1000 {
+        let reply: Value = serde_json::from_str(&next_text(&mut ws).await).unwrap();
+        assert_eq!(reply["type"], "cancelled", "{reply}");
+        cancelled += 1;
+    }
+    send_text(
+        &mut ws,
+        &json!({"type": "cancel", "job": "one-too-many"}).to_string(),
+    )
+    .await;
+    let reply: Value = serde_json::from_str(&next_text(&mut ws).await).unwrap();
+    assert_eq!(reply["type"], "error");
+    assert_eq!(
+        reply["message"],
+        "at most 1000 cancelled jobs per connection"
+    );
+    // Cancelling one already cancelled is still answered.
+    send_text(
+        &mut ws,
+        &json!({"type": "cancel", "job": "job-7"}).to_string(),
+    )
+    .await;
+    let reply: Value = serde_json::from_str(&next_text(&mut ws).await).unwrap();
+    assert_eq!(reply["type"], "cancelled");
+}

@@ -93,6 +93,72 @@ struct SavedState {
     clients: Vec<(String, String, String, Option<String>)>,
 }
 
+/// The connected clients, with the indexes feedback routing looks them up
+/// by, kept in step by the only methods that change them.
+#[derive(Debug, Default)]
+struct Clients {
+    by_conn: HashMap<ConnId, Client>,
+    /// Backend ident → its connection (idents are unique among backends).
+    by_ident: HashMap<String, ConnId>,
+    /// Uuid a browser registered itself → its connection.
+    by_registered_uuid: HashMap<String, ConnId>,
+}
+
+impl Clients {
+    fn insert(&mut self, conn: ConnId, client: Client) {
+        if client.kind == Kind::Backend && !client.ident.is_empty() {
+            self.by_ident.insert(client.ident.clone(), conn);
+        }
+        if let Some(uuid) = &client.registered_uuid {
+            self.by_registered_uuid.insert(uuid.clone(), conn);
+        }
+        self.by_conn.insert(conn, client);
+    }
+
+    fn remove(&mut self, conn: ConnId) {
+        if let Some(client) = self.by_conn.remove(&conn) {
+            if self.by_ident.get(&client.ident) == Some(&conn) {
+                self.by_ident.remove(&client.ident);
+            }
+            if let Some(uuid) = client.registered_uuid {
+                if self.by_registered_uuid.get(&uuid) == Some(&conn) {
+                    self.by_registered_uuid.remove(&uuid);
+                }
+            }
+        }
+    }
+
+    fn register_uuid(&mut self, conn: ConnId, uuid: Option<String>) {
+        let Some(client) = self.by_conn.get_mut(&conn) else {
+            return;
+        };
+        if let Some(old) = client.registered_uuid.take() {
+            if self.by_registered_uuid.get(&old) == Some(&conn) {
+                self.by_registered_uuid.remove(&old);
+            }
+        }
+        if let Some(uuid) = &uuid {
+            self.by_registered_uuid.insert(uuid.clone(), conn);
+        }
+        client.registered_uuid = uuid;
+    }
+
+    /// The backend holding `ident`.
+    fn backend_with_ident(&self, ident: &str) -> Option<ConnId> {
+        self.by_ident.get(ident).copied()
+    }
+}
+
+impl FromIterator<(ConnId, Client)> for Clients {
+    fn from_iter<I: IntoIterator<Item = (ConnId, Client)>>(iter: I) -> Self {
+        let mut clients = Clients::default();
+        for (conn, client) in iter {
+            clients.insert(conn, client);
+        }
+        clients
+    }
+}
+
 struct Hub {
     host: Host,
     /// Whether the secret was generated here rather than configured.
@@ -100,7 +166,7 @@ struct Hub {
     config: HubConfig,
     backend_nets: Vec<ipnet::IpNet>,
     secret: Vec<u8>,
-    clients: Shared<HashMap<ConnId, Client>>,
+    clients: Shared<Clients>,
 }
 
 fn parse_net(text: &str) -> Option<ipnet::IpNet> {
@@ -110,7 +176,7 @@ fn parse_net(text: &str) -> Option<ipnet::IpNet> {
 }
 
 impl Hub {
-    fn clients(&self) -> std::sync::MutexGuard<'_, HashMap<ConnId, Client>> {
+    fn clients(&self) -> std::sync::MutexGuard<'_, Clients> {
         self.clients.lock()
     }
 
@@ -162,23 +228,16 @@ impl Hub {
                     format!("feedback to a uuid whose signature does not verify: {uuid}")
                 })?;
                 return Ok(clients
+                    .by_conn
                     .get(&conn)
                     .filter(|c| c.kind == Kind::Browser)
                     .map(|_| conn));
             }
             // An unsigned uuid the client registered itself (older browser library).
-            return Ok(clients
-                .iter()
-                .find(|(_, c)| {
-                    c.kind == Kind::Browser && c.registered_uuid.as_deref() == Some(uuid)
-                })
-                .map(|(id, _)| *id));
+            return Ok(clients.by_registered_uuid.get(uuid).copied());
         }
         if !ident.is_empty() {
-            return Ok(clients
-                .iter()
-                .find(|(_, c)| c.ident == ident)
-                .map(|(id, _)| *id));
+            return Ok(clients.backend_with_ident(ident));
         }
         Err("feedback without uuid or ident".to_owned())
     }
@@ -200,8 +259,14 @@ impl Hub {
                     .get("message")
                     .and_then(Value::as_str)
                     .map(str::to_owned);
-                if let Some(client) = self.clients().get_mut(&conn) {
-                    client.registered_uuid = uuid;
+                // Only browsers register uuids (feedback by uuid goes to browsers).
+                let mut clients = self.clients();
+                if clients
+                    .by_conn
+                    .get(&conn)
+                    .is_some_and(|c| c.kind == Kind::Browser)
+                {
+                    clients.register_uuid(conn, uuid);
                 }
                 self.next(conn)?;
             }
@@ -344,18 +409,31 @@ impl App for Hub {
                 ));
             }
         }
+        // Only backends have an ident: feedback by ident is for backends, and
+        // a browser claiming one would receive what a backend is sent.
+        let ident = if backend {
+            request
+                .header("ident")
+                .unwrap_or("")
+                .trim_matches(['\'', '"'])
+        } else {
+            ""
+        };
+        if !ident.is_empty() && self.clients().backend_with_ident(ident).is_some() {
+            return Err(Reject::new(
+                409,
+                format!("a backend with ident {ident:?} is connected already"),
+            ));
+        }
         // The client's kind and ident travel to on_open as the connection's data
         // (state made here would leak if the upgrade never completed).
-        let ident = request
-            .header("ident")
-            .unwrap_or("")
-            .trim_matches(['\'', '"']);
         Ok(Accept::new().data(format!("{}:{ident}", if backend { "php" } else { "web" })))
     }
 
     fn save_state(&self) -> Result<Option<Vec<u8>>, Error> {
         let clients = self
             .clients()
+            .by_conn
             .iter()
             .map(|(conn, client)| {
                 let kind = match client.kind {
@@ -381,7 +459,7 @@ impl App for Hub {
     fn on_resume(&self, conn: ConnId) -> Result<(), Error> {
         // A client the previous instance knew keeps its registration and its
         // signed uuid; its pacing and groups are the server's and stay.
-        if self.clients().contains_key(&conn) {
+        if self.clients().by_conn.contains_key(&conn) {
             Ok(())
         } else {
             self.on_open(conn)
@@ -395,15 +473,26 @@ impl App for Hub {
             Some((_, ident)) => (Kind::Browser, ident.to_owned()),
             None => (Kind::Browser, String::new()),
         };
-        self.clients().insert(
-            conn,
-            Client {
-                kind,
-                ident,
-                registered_uuid: None,
-                buffer: None,
-            },
-        );
+        {
+            let mut clients = self.clients();
+            // Two backends with one ident that passed their handshakes at once:
+            // the second one goes.
+            if kind == Kind::Backend && clients.backend_with_ident(&ident).is_some() {
+                drop(clients);
+                self.host
+                    .close(conn, 1008, "a backend with this ident is connected already")?;
+                return Ok(());
+            }
+            clients.insert(
+                conn,
+                Client {
+                    kind,
+                    ident,
+                    registered_uuid: None,
+                    buffer: None,
+                },
+            );
+        }
         let ready = json!({ "opcode": "ready", "uuid": self.signed_uuid(conn) }).to_string();
         match kind {
             Kind::Backend => {
@@ -430,7 +519,7 @@ impl App for Hub {
         // Chunked messages: bufferON, chunks, bufferOFF; each acknowledged.
         let complete = {
             let mut clients = self.clients();
-            let Some(client) = clients.get_mut(&conn) else {
+            let Some(client) = clients.by_conn.get_mut(&conn) else {
                 return Ok(());
             };
             match (text, client.buffer.as_mut()) {
@@ -461,7 +550,7 @@ impl App for Hub {
     }
 
     fn on_close(&self, conn: ConnId, _code: u16, _reason: &str) {
-        self.clients().remove(&conn);
+        self.clients().remove(conn);
     }
 }
 

@@ -27,6 +27,10 @@ use switchboard_plugin_api::{
 /// Longest job id, in bytes.
 const MAX_JOB_ID: usize = 128;
 
+/// Most jobs one connection may have cancelled at once: a page has a few jobs,
+/// and each id kept costs memory for the connection's lifetime.
+const MAX_CANCELLED: usize = 1000;
+
 /// Most demo jobs running at once.
 const MAX_DEMO_JOBS: usize = 64;
 
@@ -223,12 +227,14 @@ impl App for Progress {
     fn on_message(&self, conn: ConnId, message: Message<'_>) -> Result<(), Error> {
         let reply = match message.parse_json::<Command>() {
             Ok(Command::Cancel { job }) if !job.is_empty() && job.len() <= MAX_JOB_ID => {
-                self.cancelled
-                    .lock()
-                    .entry(conn)
-                    .or_default()
-                    .insert(job.clone());
-                json!({ "type": "cancelled", "job": job })
+                let mut cancelled = self.cancelled.lock();
+                let jobs = cancelled.entry(conn).or_default();
+                if jobs.len() >= MAX_CANCELLED && !jobs.contains(&job) {
+                    json!({ "type": "error", "message": format!("at most {MAX_CANCELLED} cancelled jobs per connection") })
+                } else {
+                    jobs.insert(job.clone());
+                    json!({ "type": "cancelled", "job": job })
+                }
             }
             Ok(Command::StartDemo { job }) if !job.is_empty() && job.len() <= MAX_JOB_ID => {
                 self.start_demo(conn, job)

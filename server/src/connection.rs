@@ -98,6 +98,9 @@ pub struct OpenConnection {
     pub shutdown: CancellationToken,
     /// Its place under the connection limits.
     pub slot: Arc<ConnectionSlot>,
+    /// Its place under the per-address limit by the address a trusted proxy
+    /// reported, when it came through one.
+    pub client_slot: Option<ConnectionSlot>,
 }
 
 /// How the connection ended, as `on_close` reports it.
@@ -138,6 +141,7 @@ where
         settings,
         shutdown,
         slot,
+        client_slot,
     } = open;
     let id = connection.id;
     app.registry().insert(connection.clone());
@@ -266,6 +270,7 @@ where
     app.call_shared(|app| app.on_close(id, ending.code, &ending.reason))
         .await;
     drop(slot);
+    drop(client_slot);
 }
 
 /// The close sent to every connection when the server shuts down.

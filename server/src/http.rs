@@ -90,6 +90,18 @@ where
             return response;
         }
     };
+    // Every check below judges this address (`client_addr.rs`).
+    let client = match crate::client_addr::client_addr(
+        peer,
+        request.headers(),
+        &server.config().server.trusted_proxies,
+    ) {
+        Ok(client) => client,
+        Err(error) => {
+            tracing::debug!(%error, "refused");
+            return response::text(StatusCode::FORBIDDEN, format!("{error}\n"));
+        }
+    };
     let path = request.uri().path().to_owned();
     let wants_websocket = request
         .headers()
@@ -109,7 +121,8 @@ where
     let routes = server.routes();
     match routes.lookup(&path) {
         Some(Ok(matched)) => {
-            return crate::upgrade::upgrade::<S>(request, peer, server, matched, slot).await;
+            return crate::upgrade::upgrade::<S>(request, peer, client, server, matched, slot)
+                .await;
         }
         Some(Err(capture)) => {
             return response::text(StatusCode::BAD_REQUEST, format!("{capture}\n"));
@@ -118,20 +131,20 @@ where
     }
     let config = &routes.config;
     if path == config.push.path {
-        return crate::push::handle(request, peer, server).await;
+        return crate::push::handle(request, client, server).await;
     }
     if path == config.health.path {
-        return guarded(&config.health, peer, || {
+        return guarded(&config.health, client, || {
             response::json(StatusCode::OK, &server.health())
         });
     }
     if path == config.app_list.path {
-        return guarded(&config.app_list, peer, || {
+        return guarded(&config.app_list, client, || {
             response::json(StatusCode::OK, &server.app_list())
         });
     }
     if path == config.metrics.path {
-        return guarded(&config.metrics, peer, || {
+        return guarded(&config.metrics, client, || {
             response::with_type(
                 StatusCode::OK,
                 server.metrics().render().into(),

@@ -31,6 +31,7 @@
 //! - [`callback_scope`]: which connection's callback runs on this thread and
 //!   which message it handles.
 //! - [`limits`]: connection limits in total and per IP address.
+//! - [`client_addr`]: the client's address for every check, through trusted proxies.
 //! - [`metrics`]: Prometheus metrics, counted with atomic handles.
 //! - [`config`]: the TOML file, checked, with file:line:column errors.
 //! - [`runtime_dir`]: where the server keeps plugin copies and its control socket.
@@ -40,6 +41,7 @@
 #![forbid(unsafe_code)]
 
 pub mod callback_scope;
+pub mod client_addr;
 pub mod config;
 pub mod connection;
 pub mod control;

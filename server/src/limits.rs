@@ -35,7 +35,10 @@ struct Counts {
 #[derive(Debug)]
 pub struct ConnectionSlot {
     limits: Arc<ConnectionLimits>,
-    ip: IpAddr,
+    /// Counted in the total.
+    total: bool,
+    /// Counted for this address.
+    ip: Option<IpAddr>,
 }
 
 impl LimitExceeded {
@@ -82,7 +85,50 @@ impl ConnectionLimits {
         counts.total += 1;
         Ok(ConnectionSlot {
             limits: self.clone(),
-            ip,
+            total: true,
+            ip: Some(ip),
+        })
+    }
+
+    /// Takes a slot in the total only: for a connection from a trusted
+    /// proxy, whose clients are counted by their own address once a request
+    /// says who they are ([`ConnectionLimits::acquire_for_address`]).
+    ///
+    /// # Errors
+    /// The total limit is reached.
+    pub fn acquire_total(self: &Arc<Self>) -> Result<ConnectionSlot, LimitExceeded> {
+        let mut counts = self.counts();
+        if counts.total >= counts.max_total {
+            return Err(LimitExceeded::Total);
+        }
+        counts.total += 1;
+        Ok(ConnectionSlot {
+            limits: self.clone(),
+            total: true,
+            ip: None,
+        })
+    }
+
+    /// Takes a slot for the address a proxy reported, for a connection that
+    /// holds a place in the total already.
+    ///
+    /// # Errors
+    /// The per-address limit is reached.
+    pub fn acquire_for_address(
+        self: &Arc<Self>,
+        ip: IpAddr,
+    ) -> Result<ConnectionSlot, LimitExceeded> {
+        let mut counts = self.counts();
+        let max_per_ip = counts.max_per_ip;
+        let from_ip = counts.per_ip.entry(ip).or_default();
+        if max_per_ip > 0 && *from_ip >= max_per_ip {
+            return Err(LimitExceeded::PerIp);
+        }
+        *from_ip += 1;
+        Ok(ConnectionSlot {
+            limits: self.clone(),
+            total: false,
+            ip: Some(ip),
         })
     }
 
@@ -102,11 +148,15 @@ impl ConnectionLimits {
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
         let mut counts = self.limits.counts();
-        counts.total -= 1;
-        if let Some(n) = counts.per_ip.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                counts.per_ip.remove(&self.ip);
+        if self.total {
+            counts.total -= 1;
+        }
+        if let Some(ip) = self.ip {
+            if let Some(n) = counts.per_ip.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    counts.per_ip.remove(&ip);
+                }
             }
         }
     }

@@ -80,7 +80,18 @@ async fn accept_loop(bound: Bound, server: Arc<Server>) {
             () = server.shutdown_token().cancelled() => return,
         };
         let _ = stream.set_nodelay(true);
-        let slot = server.limits().acquire(peer.ip());
+        // A trusted proxy's clients are counted by their own address, per request.
+        let proxied = server
+            .config()
+            .server
+            .trusted_proxies
+            .iter()
+            .any(|net| net.contains(&peer.ip()));
+        let slot = if proxied {
+            server.limits().acquire_total()
+        } else {
+            server.limits().acquire(peer.ip())
+        };
         if let Err(limit) = &slot {
             server.metrics().rejected(limit.label());
             if let Some(held_back) = refusals.allow() {

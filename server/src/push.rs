@@ -3,19 +3,20 @@
 //! connection of an app, with `POST /_/push` and a JSON body.
 //!
 //! The checks run in this order: method (405), client address against the
-//! allow-list (403; `X-Forwarded-For` is believed only from trusted proxies),
+//! allow-list (403; the address is the one `client_addr.rs` decides for every
+//! check),
 //! bearer token (401), body size (413), JSON (400, naming the field). Each push
 //! then goes through the owning app's `on_push`, which may deliver, replace or
 //! veto it (409), and is delivered by [`Registry::deliver`], the path `Host`
 //! calls take, with the same size limit and errors. A batch (a JSON array)
 //! answers every push separately in one 200 response.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use abi_stable::std_types::{ROption, RSlice, RStr};
 use base64::Engine;
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderValue};
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
@@ -28,7 +29,6 @@ use switchboard_plugin_api::sdk::{bearer_token, tokens_match};
 use switchboard_plugin_api::ConnId;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::config::PushConfig;
 use crate::plugin::MountedApp;
 use crate::registry::{Audience, Registry, RegistryError};
 use crate::response::{self, FullResponse};
@@ -134,29 +134,6 @@ fn error_response(status: StatusCode, message: &str) -> FullResponse {
     response::json(status, &json!({ "error": message, "delivered": 0 }))
 }
 
-/// The address a push comes from: the peer, or, when the peer is a trusted
-/// proxy, the right-most `X-Forwarded-For` entry that is not a trusted proxy.
-pub fn client_ip(peer: IpAddr, headers: &HeaderMap, config: &PushConfig) -> IpAddr {
-    let trusted = |ip: &IpAddr| config.trusted_proxies.iter().any(|net| net.contains(ip));
-    if !trusted(&peer) {
-        return peer;
-    }
-    let forwarded: Vec<IpAddr> = headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|entry| entry.trim().parse().ok())
-        .collect();
-    forwarded
-        .iter()
-        .rev()
-        .find(|ip| !trusted(ip))
-        .or(forwarded.first())
-        .copied()
-        .unwrap_or(peer)
-}
-
 /// Answers one push API request (and counts it by status).
 pub async fn handle(
     request: Request<Incoming>,
@@ -184,7 +161,8 @@ async fn answer(
             .insert(header::ALLOW, HeaderValue::from_static("POST"));
         return response;
     }
-    let ip = client_ip(peer.ip(), request.headers(), config);
+    // `peer` is the client's address as `client_addr.rs` decided it.
+    let ip = peer.ip();
     if !config.allowed_ips.iter().any(|net| net.contains(&ip)) {
         tracing::warn!(%ip, "push refused: address not allowed");
         return error_response(
@@ -490,21 +468,6 @@ async fn deliver(push: Push) -> Result<u64, PushError> {
 mod tests {
     use super::*;
 
-    fn config(trusted: &[&str]) -> PushConfig {
-        PushConfig {
-            path: "/_/push".into(),
-            token: None,
-            allowed_ips: vec![],
-            trusted_proxies: trusted
-                .iter()
-                .filter_map(|t| crate::config::parse_ip_net(t))
-                .collect(),
-            max_body: 1024,
-            max_batch: 10,
-            body_timeout: std::time::Duration::from_secs(1),
-        }
-    }
-
     #[test]
     fn unknown_fields_are_named_by_their_path() {
         let error = serde_path_to_error::deserialize::<_, PushBody>(
@@ -518,28 +481,5 @@ mod tests {
         let error = serde_path_to_error::deserialize::<_, PushBody>(&json!({"to": {"client": 7}}))
             .unwrap_err();
         assert_eq!(field_of(error.path()), "to.client");
-    }
-
-    #[test]
-    fn forwarded_for_is_believed_only_from_trusted_proxies() {
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            "x-forwarded-for",
-            HeaderValue::from_static("203.0.113.9, 10.0.0.2"),
-        );
-        let proxy: IpAddr = "10.0.0.1".parse().unwrap();
-        assert_eq!(
-            client_ip(proxy, &headers, &config(&[])),
-            proxy,
-            "untrusted peer: its own address"
-        );
-        assert_eq!(
-            client_ip(proxy, &headers, &config(&["10.0.0.0/8"])),
-            "203.0.113.9".parse::<IpAddr>().unwrap()
-        );
-        assert_eq!(
-            client_ip(proxy, &HeaderMap::new(), &config(&["10.0.0.0/8"])),
-            proxy
-        );
     }
 }

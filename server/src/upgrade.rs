@@ -36,6 +36,7 @@ use crate::server::Server;
 pub async fn upgrade<S>(
     mut request: Request<Incoming>,
     peer: SocketAddr,
+    client: SocketAddr,
     server: &Arc<Server>,
     matched: Matched<'_>,
     slot: Arc<ConnectionSlot>,
@@ -44,7 +45,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let started = std::time::Instant::now();
-    match accept::<S>(&mut request, peer, server, matched, slot).await {
+    match accept::<S>(&mut request, peer, client, server, matched, slot).await {
         Ok(response) => {
             server.metrics().handshake(started.elapsed());
             response
@@ -64,6 +65,7 @@ where
 async fn accept<S>(
     request: &mut Request<Incoming>,
     peer: SocketAddr,
+    client: SocketAddr,
     server: &Arc<Server>,
     matched: Matched<'_>,
     slot: Arc<ConnectionSlot>,
@@ -79,6 +81,18 @@ where
         .clone();
     let params = matched.params;
     check_origin(request, &app)?;
+    // Through a trusted proxy: the client counts against the per-address
+    // limit by the address the proxy reported.
+    let client_slot = if client.ip() == peer.ip() {
+        None
+    } else {
+        Some(
+            server
+                .limits()
+                .acquire_for_address(client.ip())
+                .map_err(RejectHandshake::Limit)?,
+        )
+    };
     if server.shutdown_token().is_cancelled() {
         return Err(RejectHandshake::ShuttingDown);
     }
@@ -88,7 +102,15 @@ where
         .record("id", field::display(id));
     let accepted = {
         let call = app.enter_shared().await;
-        ask_app(&app, call.instance(), id, peer, request, &upgrade, &params)?
+        ask_app(
+            &app,
+            call.instance(),
+            id,
+            client,
+            request,
+            &upgrade,
+            &params,
+        )?
     };
     let response = switching_protocols(&upgrade, &accepted);
 
@@ -109,7 +131,7 @@ where
         app.metrics().queue_drops.clone(),
     );
     let handshake = HandshakeFacts {
-        peer,
+        peer: client,
         path: request.uri().path().into(),
         query: request.uri().query().unwrap_or("").to_owned(),
         headers,
@@ -124,6 +146,7 @@ where
         settings: server.connection_settings().clone(),
         shutdown: server.shutdown_token().clone(),
         slot,
+        client_slot,
     };
     let on_upgrade = hyper::upgrade::on(request);
     server.tracker().spawn(
@@ -216,6 +239,9 @@ pub enum RejectHandshake {
     /// The app's `on_handshake` failed or answered something invalid.
     #[error("the app failed to handle the handshake")]
     AppFailed,
+    /// A connection limit, for the address a proxy reported.
+    #[error("{0}")]
+    Limit(crate::limits::LimitExceeded),
     /// Several apps share the path and none takes the offered subprotocols.
     #[error("{}", no_app_message(.0))]
     NoAppForOffer(NoAppForOffer),
@@ -247,6 +273,7 @@ impl RejectHandshake {
             RejectHandshake::ByApp { status, .. } => *status,
             RejectHandshake::AppFailed => StatusCode::INTERNAL_SERVER_ERROR,
             RejectHandshake::NoAppForOffer(_) => StatusCode::BAD_REQUEST,
+            RejectHandshake::Limit(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -263,6 +290,7 @@ impl RejectHandshake {
             RejectHandshake::ByApp { .. } => "app",
             RejectHandshake::AppFailed => "app_failed",
             RejectHandshake::NoAppForOffer(_) => "subprotocol",
+            RejectHandshake::Limit(limit) => limit.label(),
         }
     }
 

@@ -22,6 +22,8 @@ mod routing;
 mod tls;
 // Limits against absurd settings, floods, slow bodies, links, header spellings.
 mod hardening;
+// The client address through trusted proxies, for every check.
+mod proxies;
 // Many clients on several apps at once; shutdown.
 mod concurrency;
 // Every Host call, through the test-kit plugin.

@@ -51,8 +51,6 @@ pub struct PushConfig {
     pub token: Option<String>,
     /// Addresses allowed to push (default: loopback only).
     pub allowed_ips: Vec<ipnet::IpNet>,
-    /// Proxies whose `X-Forwarded-For` is believed.
-    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Largest request body, in bytes (larger: 413).
     pub max_body: usize,
     /// Most pushes in one batch request.
@@ -122,6 +120,9 @@ pub struct ServerConfig {
     pub watch: bool,
     /// TLS (`[server.tls]`), if set.
     pub tls: Option<TlsConfig>,
+    /// Proxies whose `Forwarded` / `X-Forwarded-For` is believed about the
+    /// client's address, for every check (`push.trusted_proxies` adds to it).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// `[server.tls]`: a certificate chain and key (PEM files) that make `listen`

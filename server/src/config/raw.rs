@@ -73,6 +73,7 @@ pub(super) struct RawServer {
     pub(super) runtime_dir: Option<PathBuf>,
     pub(super) watch: Option<bool>,
     pub(super) tls: Option<RawTls>,
+    pub(super) trusted_proxies: Option<Vec<Spanned<String>>>,
 }
 
 /// `[server.tls]`.

@@ -198,7 +198,9 @@ pub(super) fn validate(
     for (app, name) in apps.iter_mut().zip(names) {
         app.name = name;
     }
-    let (push, push_span) = validate_push(raw.push, &mut check);
+    let (push, push_span, push_trusted) = validate_push(raw.push, &mut check);
+    let mut server = server;
+    server.trusted_proxies.extend(push_trusted);
     let (health, health_span) = validate_endpoint(
         raw.health,
         "health",
@@ -285,6 +287,7 @@ fn validate_server(s: RawServer, base: &Path, check: &mut Checker<'_>) -> Server
             |dir| base.join(dir),
         ),
         watch: s.watch.unwrap_or(false),
+        trusted_proxies: check.ip_nets(s.trusted_proxies, &[]),
         tls: s.tls.map(|tls| {
             let listen_plain = &listen;
             let listen = tls.listen.map(|listen| {
@@ -436,7 +439,12 @@ fn validate_endpoint(
     (EndpointConfig { path, allowed_ips }, span)
 }
 
-fn validate_push(raw: RawPush, check: &mut Checker<'_>) -> (PushConfig, Option<Span>) {
+/// `[push]`, and the proxies its old `trusted_proxies` key names (they now
+/// count for every check, as `[server] trusted_proxies`).
+fn validate_push(
+    raw: RawPush,
+    check: &mut Checker<'_>,
+) -> (PushConfig, Option<Span>, Vec<ipnet::IpNet>) {
     let (path, span) = check.endpoint_path(raw.path, "push.path", super::DEFAULT_PUSH_PATH);
     let token = match (raw.token, raw.token_env) {
         (Some(token), Some(env)) => {
@@ -473,12 +481,12 @@ fn validate_push(raw: RawPush, check: &mut Checker<'_>) -> (PushConfig, Option<S
         path,
         token,
         allowed_ips: check.ip_nets(raw.allowed_ips, &["127.0.0.0/8", "::1"]),
-        trusted_proxies: check.ip_nets(raw.trusted_proxies, &[]),
         max_body: check.size_at_least(raw.max_body, 1, 1 << 20, "push.max_body"),
         max_batch: check.count_at_least(raw.max_batch, 1, 1000, "push.max_batch"),
         body_timeout: check.positive_duration(raw.body_timeout, Duration::from_secs(10)),
     };
-    (push, span)
+    let trusted = check.ip_nets(raw.trusted_proxies, &[]);
+    (push, span, trusted)
 }
 
 /// The server's own endpoints must differ from each other and from every app path.

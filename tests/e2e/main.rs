@@ -24,6 +24,8 @@ mod tls;
 mod hardening;
 // The client address through trusted proxies, for every check.
 mod proxies;
+// nginx in front, as docs/operations.md configures it.
+mod nginx;
 // Many clients on several apps at once; shutdown.
 mod concurrency;
 // Every Host call, through the test-kit plugin.

@@ -22,6 +22,7 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::WebSocketStream;
 use tracing::{field, Instrument, Span};
 
+use crate::config::OriginPolicy;
 use crate::connection::{self, OpenConnection};
 use crate::limits::ConnectionSlot;
 use crate::outbox::outbox;
@@ -81,6 +82,12 @@ where
         .clone();
     let params = matched.params;
     check_origin(request, &app)?;
+    let without_cookies = is_cross_origin_under_any(request, &app);
+    if without_cookies && request.headers().contains_key(header::COOKIE) {
+        tracing::debug!(
+            "cross-origin handshake under allowed_origins = \"any\": cookies kept from the app"
+        );
+    }
     // Through a trusted proxy: the client counts against the per-address
     // limit by the address the proxy reported.
     let client_slot = if client.ip() == peer.ip() {
@@ -102,15 +109,11 @@ where
         .record("id", field::display(id));
     let accepted = {
         let call = app.enter_shared().await;
-        ask_app(
-            &app,
-            call.instance(),
-            id,
-            client,
-            request,
-            &upgrade,
-            &params,
-        )?
+        let seen = AppView {
+            params: &params,
+            without_cookies,
+        };
+        ask_app(&app, call.instance(), id, client, request, &upgrade, seen)?
     };
     let response = switching_protocols(&upgrade, &accepted);
 
@@ -120,6 +123,7 @@ where
         .headers()
         .iter()
         .filter(|(name, _)| kept.iter().any(|k| k == name.as_str()))
+        .filter(|(name, _)| !(without_cookies && *name == header::COOKIE))
         .filter_map(|(name, value)| {
             Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
         })
@@ -194,12 +198,21 @@ where
     }
 }
 
-/// Whether an `Origin` header value passes an allow-list (empty list: any origin).
-pub fn origin_allowed(allowed: &[String], origin: &str) -> bool {
-    allowed.is_empty()
-        || allowed
+/// Whether an `Origin` header value passes a policy, for a request to `host`.
+pub fn origin_allowed(policy: &OriginPolicy, origin: &str, host: &str) -> bool {
+    match policy {
+        OriginPolicy::Any => true,
+        OriginPolicy::SameOrigin => same_origin(origin, host),
+        OriginPolicy::List(allowed) => allowed
             .iter()
-            .any(|a| a == "*" || a.eq_ignore_ascii_case(origin))
+            .any(|a| a == "*" || a.eq_ignore_ascii_case(origin)),
+    }
+}
+
+/// Whether `origin` (`scheme://host[:port]`) names the host of the `Host` header.
+pub fn same_origin(origin: &str, host: &str) -> bool {
+    let authority = origin.split_once("://").map_or(origin, |(_, rest)| rest);
+    !host.is_empty() && authority.eq_ignore_ascii_case(host)
 }
 
 /// Why a WebSocket upgrade was refused; each carries its response.
@@ -401,11 +414,44 @@ pub fn check_request<B>(request: &Request<B>) -> Result<UpgradeRequest, RejectHa
 /// # Errors
 /// `OriginNotAllowed`.
 pub fn check_origin<B>(request: &Request<B>, app: &MountedApp) -> Result<(), RejectHandshake> {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
     match request.headers().get(header::ORIGIN).map(|o| o.to_str()) {
         None => Ok(()),
-        Some(Ok(origin)) if origin_allowed(&app.settings().allowed_origins, origin) => Ok(()),
+        Some(Ok(origin)) if origin_allowed(&app.settings().allowed_origins, origin, host) => Ok(()),
         Some(_) => Err(RejectHandshake::OriginNotAllowed),
     }
+}
+
+/// Whether the handshake comes from a page of another site while the app
+/// lets any origin in: its cookies are then kept from the app, so a cookie
+/// cannot authenticate a connection another site opened in the user's browser.
+fn is_cross_origin_under_any<B>(request: &Request<B>, app: &MountedApp) -> bool {
+    if app.settings().allowed_origins != OriginPolicy::Any {
+        return false;
+    }
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    request
+        .headers()
+        .get(header::ORIGIN)
+        .and_then(|o| o.to_str().ok())
+        .is_some_and(|origin| !same_origin(origin, host))
+}
+
+/// What of the request the app sees beyond its headers.
+#[derive(Debug, Clone, Copy)]
+pub struct AppView<'a> {
+    /// What the path pattern captured.
+    pub params: &'a [(String, String)],
+    /// Keep the `Cookie` header from the app (see `is_cross_origin_under_any`).
+    pub without_cookies: bool,
 }
 
 /// What the app decided, checked.
@@ -455,9 +501,10 @@ pub fn ask_app<B>(
     peer: SocketAddr,
     request: &Request<B>,
     upgrade: &UpgradeRequest,
-    params: &[(String, String)],
+    seen: AppView<'_>,
 ) -> Result<Accepted, RejectHandshake> {
-    let param_refs: Vec<HeaderRef<'_>> = params
+    let param_refs: Vec<HeaderRef<'_>> = seen
+        .params
         .iter()
         .map(|(name, value)| HeaderRef {
             name: RStr::from_str(name),
@@ -468,6 +515,7 @@ pub fn ask_app<B>(
     let header_refs: Vec<HeaderRef<'_>> = request
         .headers()
         .iter()
+        .filter(|(name, _)| !(seen.without_cookies && *name == header::COOKIE))
         .filter_map(|(name, value)| {
             Some(HeaderRef {
                 name: RStr::from_str(name.as_str()),
@@ -629,11 +677,29 @@ mod tests {
     }
 
     #[test]
-    fn origins_are_matched_case_insensitively() {
-        assert!(origin_allowed(&[], "http://x"));
-        let list = vec!["https://a.example".to_owned()];
-        assert!(origin_allowed(&list, "https://A.example"));
-        assert!(!origin_allowed(&list, "https://b.example"));
+    fn origins_pass_their_policy() {
+        assert!(origin_allowed(&OriginPolicy::Any, "http://x", "y"));
+        let list = OriginPolicy::List(vec!["https://a.example".to_owned()]);
+        assert!(origin_allowed(&list, "https://A.example", "y"));
+        assert!(!origin_allowed(&list, "https://b.example", "y"));
+        let same = OriginPolicy::SameOrigin;
+        assert!(origin_allowed(
+            &same,
+            "http://localhost:8080",
+            "localhost:8080"
+        ));
+        assert!(origin_allowed(&same, "https://Example.com", "example.com"));
+        assert!(!origin_allowed(
+            &same,
+            "https://evil.example",
+            "example.com"
+        ));
+        assert!(!origin_allowed(
+            &same,
+            "http://localhost:8081",
+            "localhost:8080"
+        ));
+        assert!(!origin_allowed(&same, "null", ""));
     }
 
     #[test]

@@ -155,3 +155,77 @@ async fn the_bearer_scheme_is_case_insensitive() {
         .await;
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
 }
+
+/// A raw handshake to `/chat` with extra header lines; the response head.
+async fn chat_handshake(server: &TestServer, extra: &str) -> String {
+    let request = format!(
+        "GET /chat HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{extra}\r\n\r\n",
+        server.addr
+    );
+    server
+        .raw(request.as_bytes(), Duration::from_millis(500))
+        .await
+}
+
+const CHAT_WITH_TOKEN: &str =
+    "[[app]]\npath = \"/chat\"\nplugin = \"chat\"\n[app.config]\nauth_token = \"s3cret\"\n";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn another_site_cannot_ride_a_chat_cookie() {
+    // allowed_origins unset (any origin): cookies of cross-origin handshakes
+    // never reach the app, so the cookie token does not authenticate them.
+    let server = TestServer::start(TestConfig::new().apps(CHAT_WITH_TOKEN)).await;
+    let hijack = chat_handshake(
+        &server,
+        "Origin: https://evil.example\r\nCookie: chat_token=s3cret",
+    )
+    .await;
+    assert!(hijack.starts_with("HTTP/1.1 401"), "{hijack}");
+    let own = format!(
+        "Origin: http://{}\r\nCookie: chat_token=s3cret",
+        server.addr
+    );
+    let own_page = chat_handshake(&server, &own).await;
+    assert!(own_page.starts_with("HTTP/1.1 101"), "{own_page}");
+    // A client that is no browser (no Origin) may still use the cookie.
+    let tool = chat_handshake(&server, "Cookie: chat_token=s3cret").await;
+    assert!(tool.starts_with("HTTP/1.1 101"), "{tool}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn same_origin_lets_only_the_servers_own_pages_in() {
+    let server = TestServer::start(
+        TestConfig::new()
+            .server("allowed_origins = \"same-origin\"")
+            .apps(CHAT_WITH_TOKEN),
+    )
+    .await;
+    let other = chat_handshake(
+        &server,
+        "Origin: https://evil.example\r\nCookie: chat_token=s3cret",
+    )
+    .await;
+    assert!(other.starts_with("HTTP/1.1 403"), "{other}");
+    let own = format!(
+        "Origin: http://{}\r\nCookie: chat_token=s3cret",
+        server.addr
+    );
+    assert!(chat_handshake(&server, &own)
+        .await
+        .starts_with("HTTP/1.1 101"));
+}
+
+#[test]
+fn the_shipped_config_lets_only_its_own_pages_in() {
+    let config = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../config/switchboard.toml"
+    ))
+    .unwrap();
+    assert!(
+        config.lines().any(|l| l
+            .trim_start()
+            .starts_with("allowed_origins = \"same-origin\"")),
+        "{config}"
+    );
+}

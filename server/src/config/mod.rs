@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use raw::RawConfig;
 pub use source::{ConfigProblem, LoadConfigError, SourceFile};
-pub use units::{ByteSize, HumanDuration};
+pub use units::{ByteSize, HumanDuration, OriginPolicy};
 
 /// The path prefix reserved for the server's own endpoints (health, metrics, push).
 pub const RESERVED_PREFIX: &str = "/_/";
@@ -96,7 +96,7 @@ pub struct ServerConfig {
     /// Most TCP connections open at once from one IP address; 0 = unlimited.
     pub max_connections_per_ip: usize,
     /// Origins allowed to open WebSockets (empty = any); apps may override.
-    pub allowed_origins: Vec<String>,
+    pub allowed_origins: OriginPolicy,
     /// Time a client has to send its HTTP request headers.
     pub handshake_timeout: Duration,
     /// How often idle connections are pinged; a connection that has sent
@@ -157,7 +157,7 @@ pub struct AppConfig {
     /// Subprotocols the server may choose on the app's behalf, in preference order.
     pub subprotocols: Vec<String>,
     /// Origins allowed for this app (overrides the server's list).
-    pub allowed_origins: Vec<String>,
+    pub allowed_origins: OriginPolicy,
     /// Handshake headers kept for `Host::info` (lowercase).
     pub info_headers: Vec<String>,
     /// The `[app.config]` table, as JSON text for the plugin.

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::units::{ByteSize, HumanDuration};
+use super::units::{ByteSize, HumanDuration, OriginPolicy};
 
 /// Stage 1: the file's shape.
 #[derive(Deserialize)]
@@ -61,7 +61,7 @@ pub(super) struct RawServer {
     pub(super) max_frame_size: Option<Spanned<ByteSize>>,
     pub(super) max_connections: Option<usize>,
     pub(super) max_connections_per_ip: Option<usize>,
-    pub(super) allowed_origins: Option<Vec<String>>,
+    pub(super) allowed_origins: Option<OriginPolicy>,
     pub(super) handshake_timeout: Option<Spanned<HumanDuration>>,
     pub(super) ping_interval: Option<Spanned<HumanDuration>>,
     pub(super) close_timeout: Option<Spanned<HumanDuration>>,
@@ -96,7 +96,7 @@ pub(super) struct RawApp {
     #[serde(default)]
     pub(super) subprotocols: Vec<Spanned<String>>,
     pub(super) name: Option<Spanned<String>>,
-    pub(super) allowed_origins: Option<Vec<String>>,
+    pub(super) allowed_origins: Option<OriginPolicy>,
     pub(super) info_headers: Option<Vec<String>>,
     #[serde(default)]
     pub(super) config: Option<Spanned<toml::Table>>,

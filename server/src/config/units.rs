@@ -64,6 +64,57 @@ impl<'de> Deserialize<'de> for HumanDuration {
     }
 }
 
+/// Which pages may open WebSockets (`allowed_origins`): a list of origins
+/// (`[]` or absent: any), `"any"`, or `"same-origin"` (the `Origin` header's
+/// host and port equal the `Host` header).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum OriginPolicy {
+    /// Every origin (and the server strips cookies from cross-origin
+    /// handshakes, so cookie-based auth cannot be ridden by another site).
+    #[default]
+    Any,
+    /// Pages of the server's own host only.
+    SameOrigin,
+    /// These origins (compared case-insensitively); `"*"` in the list: any.
+    List(Vec<String>),
+}
+
+impl<'de> Deserialize<'de> for OriginPolicy {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct PolicyVisitor;
+        impl<'de> Visitor<'de> for PolicyVisitor {
+            type Value = OriginPolicy;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("\"same-origin\", \"any\" or a list of origins such as [\"https://example.com\"]")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<OriginPolicy, E> {
+                match v {
+                    "same-origin" => Ok(OriginPolicy::SameOrigin),
+                    "any" => Ok(OriginPolicy::Any),
+                    other => Err(E::custom(format!(
+                        "allowed_origins = {other:?}: expected \"same-origin\", \"any\" or a list of origins"
+                    ))),
+                }
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<OriginPolicy, A::Error> {
+                let mut origins = Vec::new();
+                while let Some(origin) = seq.next_element::<String>()? {
+                    origins.push(origin);
+                }
+                Ok(if origins.is_empty() {
+                    OriginPolicy::Any
+                } else {
+                    OriginPolicy::List(origins)
+                })
+            }
+        }
+        deserializer.deserialize_any(PolicyVisitor)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -72,6 +123,25 @@ mod tests {
     struct Doc {
         size: ByteSize,
         time: HumanDuration,
+    }
+
+    #[test]
+    fn origin_policies_are_a_word_or_a_list() {
+        #[derive(Deserialize)]
+        struct Doc {
+            o: OriginPolicy,
+        }
+        let parse = |text: &str| toml::from_str::<Doc>(text).map(|d| d.o);
+        assert_eq!(
+            parse("o = \"same-origin\"").unwrap(),
+            OriginPolicy::SameOrigin
+        );
+        assert_eq!(parse("o = []").unwrap(), OriginPolicy::Any);
+        assert_eq!(
+            parse("o = [\"https://a.example\"]").unwrap(),
+            OriginPolicy::List(vec!["https://a.example".into()])
+        );
+        assert!(parse("o = \"sometimes\"").is_err());
     }
 
     #[test]

@@ -38,8 +38,8 @@ use crate::registry::Registry;
 pub struct MountSettings {
     /// Subprotocols the server may choose for the app, in preference order.
     pub subprotocols: Vec<String>,
-    /// Origins allowed (empty: any).
-    pub allowed_origins: Vec<String>,
+    /// Which pages may open WebSockets.
+    pub allowed_origins: crate::config::OriginPolicy,
     /// Handshake headers kept for `Host::info`.
     pub info_headers: Vec<String>,
     /// Payload of keepalive pings (empty by default).

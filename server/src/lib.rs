@@ -31,6 +31,7 @@
 //! - [`callback_scope`]: which connection's callback runs on this thread and
 //!   which message it handles.
 //! - [`limits`]: connection limits in total and per IP address.
+//! - [`coarse_clock`]: a millisecond clock read with one atomic load.
 //! - [`client_addr`]: the client's address for every check, through trusted proxies.
 //! - [`metrics`]: Prometheus metrics, counted with atomic handles.
 //! - [`config`]: the TOML file, checked, with file:line:column errors.
@@ -42,6 +43,7 @@
 
 pub mod callback_scope;
 pub mod client_addr;
+pub mod coarse_clock;
 pub mod config;
 pub mod connection;
 pub mod control;

@@ -69,6 +69,7 @@ pub struct Metrics {
     handshake_seconds: Histogram,
     reloads: Family<ResultLabels, Counter>,
     plugin_libraries: Gauge,
+    slow_callbacks: Family<AppLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -94,6 +95,8 @@ pub struct AppMetrics {
     pub bytes_out: Counter<u64, AtomicU64>,
     /// Messages refused because a client's outbound queue was full.
     pub queue_drops: Counter<u64, AtomicU64>,
+    /// Callbacks that ran longer than `slow_callback`.
+    pub slow_callbacks: Counter<u64, AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -122,6 +125,7 @@ impl Metrics {
             handshake_seconds: Histogram::new(exponential_buckets(0.00005, 2.0, 16)),
             reloads: Family::default(),
             plugin_libraries: Gauge::default(),
+            slow_callbacks: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -180,6 +184,11 @@ impl Metrics {
             metrics.push_requests.clone(),
         );
         registry.register(
+            "slow_callbacks",
+            "Plugin callbacks that ran longer than slow_callback (they hold a runtime worker)",
+            metrics.slow_callbacks.clone(),
+        );
+        registry.register(
             "reloads",
             "Reloads, by result (applied, refused)",
             metrics.reloads.clone(),
@@ -213,6 +222,7 @@ impl Metrics {
             messages_out: self.messages_out.get_or_create(&labels).clone(),
             bytes_out: self.bytes_out.get_or_create(&labels).clone(),
             queue_drops: self.queue_drops.get_or_create(&labels).clone(),
+            slow_callbacks: self.slow_callbacks.get_or_create(&labels).clone(),
         }
     }
 

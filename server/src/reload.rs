@@ -331,6 +331,7 @@ async fn build(
                             registry,
                             instance,
                             server.metrics(),
+                            config.server.slow_callback,
                         )))
                     })
             }
@@ -344,7 +345,13 @@ async fn build(
                     .instance(config, app, plugin, registry.clone(), None)
                     .map(|instance| Built::Replaced {
                         old,
-                        new: Arc::new(MountedApp::new(app, registry, instance, server.metrics())),
+                        new: Arc::new(MountedApp::new(
+                            app,
+                            registry,
+                            instance,
+                            server.metrics(),
+                            config.server.slow_callback,
+                        )),
                         mode,
                     })
             }

@@ -208,7 +208,13 @@ impl Builder<'_> {
         let plugin = self.plugin(config, app)?;
         let registry = Arc::new(Registry::new(self.max_message_size));
         let instance = self.instance(config, app, plugin, registry.clone(), None)?;
-        Ok(MountedApp::new(app, registry, instance, self.metrics))
+        Ok(MountedApp::new(
+            app,
+            registry,
+            instance,
+            self.metrics,
+            config.server.slow_callback,
+        ))
     }
 }
 

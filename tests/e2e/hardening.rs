@@ -229,3 +229,24 @@ fn the_shipped_config_lets_only_its_own_pages_in() {
         "{config}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_callback_that_blocks_is_counted_and_logged() {
+    let server =
+        TestServer::start(crate::kit::kit_config("").server("slow_callback = \"30ms\"")).await;
+    let (mut ws, _) = crate::kit::kit_client(&server, "/kit").await;
+    let answer = crate::kit::call(&mut ws, serde_json::json!({"op": "block", "ms": 200})).await;
+    assert_eq!(answer["ok"], 200);
+    // A quick one is not.
+    crate::kit::call(&mut ws, serde_json::json!({"op": "block", "ms": 0})).await;
+    let metrics = server.get("/_/metrics").await;
+    assert!(
+        metrics.contains("switchboard_slow_callbacks_total{app=\"/kit\"} 1"),
+        "{metrics}"
+    );
+    let log = server.log();
+    assert!(
+        log.contains("a plugin callback ran longer than slow_callback") && log.contains("app=/kit"),
+        "{log}"
+    );
+}

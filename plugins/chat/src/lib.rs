@@ -8,7 +8,7 @@
 //! client's rooms and each room's history behind one mutex, held only for map
 //! work (never while calling the host).
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -74,6 +74,8 @@ struct Line {
 #[derive(Default)]
 struct State {
     nicks: HashMap<ConnId, String>,
+    /// Every nickname in use, so a check or a new guest name is one lookup.
+    taken: HashSet<String>,
     rooms_of: HashMap<ConnId, BTreeSet<String>>,
     history: HashMap<String, VecDeque<Line>>,
 }
@@ -89,6 +91,24 @@ struct SavedState {
 }
 
 impl State {
+    /// Gives `conn` the nickname `nick`; returns its previous one.
+    /// Nicknames are unique, so the previous one was this connection's alone.
+    fn set_nick(&mut self, conn: ConnId, nick: String) -> Option<String> {
+        let old = self.nicks.insert(conn, nick.clone());
+        if let Some(old) = old.as_ref().filter(|old| **old != nick) {
+            self.taken.remove(old);
+        }
+        self.taken.insert(nick);
+        old
+    }
+
+    /// Forgets `conn`'s nickname; returns it.
+    fn remove_nick(&mut self, conn: ConnId) -> Option<String> {
+        let old = self.nicks.remove(&conn)?;
+        self.taken.remove(&old);
+        Some(old)
+    }
+
     fn save(&self) -> SavedState {
         SavedState {
             version: 1,
@@ -114,12 +134,14 @@ impl State {
     /// parse are dropped, a history longer than this instance keeps is cut.
     fn restore(saved: SavedState, history: usize) -> State {
         let conn = |id: &str| id.parse::<ConnId>().ok();
+        let nicks: HashMap<ConnId, String> = saved
+            .nicks
+            .into_iter()
+            .filter_map(|(id, nick)| Some((conn(&id)?, nick)))
+            .collect();
         State {
-            nicks: saved
-                .nicks
-                .into_iter()
-                .filter_map(|(id, nick)| Some((conn(&id)?, nick)))
-                .collect(),
+            taken: nicks.values().cloned().collect(),
+            nicks,
             rooms_of: saved
                 .rooms_of
                 .into_iter()
@@ -246,11 +268,11 @@ impl Chat {
                 }
                 let (old, rooms) = {
                     let mut state = self.lock();
-                    if state.nicks.iter().any(|(id, n)| *id != conn && *n == nick) {
+                    if state.taken.contains(&nick) && state.nicks.get(&conn) != Some(&nick) {
                         drop(state);
                         return self.error(conn, format!("nickname {nick:?} is taken"));
                     }
-                    let old = state.nicks.insert(conn, nick.clone()).unwrap_or_default();
+                    let old = state.set_nick(conn, nick.clone()).unwrap_or_default();
                     (old, state.rooms_of.get(&conn).cloned().unwrap_or_default())
                 };
                 self.host
@@ -405,11 +427,11 @@ impl App for Chat {
             let mut state = self.lock();
             let mut n = state.nicks.len() + 1;
             let mut nick = format!("guest-{n}");
-            while state.nicks.values().any(|v| *v == nick) {
+            while state.taken.contains(&nick) {
                 n += 1;
                 nick = format!("guest-{n}");
             }
-            state.nicks.insert(conn, nick.clone());
+            state.set_nick(conn, nick.clone());
             nick
         };
         self.host.send_json(
@@ -434,7 +456,7 @@ impl App for Chat {
         let (nick, rooms) = {
             let mut state = self.lock();
             (
-                state.nicks.remove(&conn).unwrap_or_default(),
+                state.remove_nick(conn).unwrap_or_default(),
                 state.rooms_of.remove(&conn).unwrap_or_default(),
             )
         };

@@ -120,6 +120,8 @@ pub struct ServerConfig {
     pub watch: bool,
     /// TLS (`[server.tls]`), if set.
     pub tls: Option<TlsConfig>,
+    /// A plugin callback that runs longer is counted and logged.
+    pub slow_callback: Duration,
     /// Proxies whose `Forwarded` / `X-Forwarded-For` is believed about the
     /// client's address, for every check (`push.trusted_proxies` adds to it).
     pub trusted_proxies: Vec<ipnet::IpNet>,

@@ -74,6 +74,7 @@ pub(super) struct RawServer {
     pub(super) watch: Option<bool>,
     pub(super) tls: Option<RawTls>,
     pub(super) trusted_proxies: Option<Vec<Spanned<String>>>,
+    pub(super) slow_callback: Option<Spanned<HumanDuration>>,
 }
 
 /// `[server.tls]`.

@@ -288,6 +288,7 @@ fn validate_server(s: RawServer, base: &Path, check: &mut Checker<'_>) -> Server
         ),
         watch: s.watch.unwrap_or(false),
         trusted_proxies: check.ip_nets(s.trusted_proxies, &[]),
+        slow_callback: check.positive_duration(s.slow_callback, Duration::from_millis(50)),
         tls: s.tls.map(|tls| {
             let listen_plain = &listen;
             let listen = tls.listen.map(|listen| {

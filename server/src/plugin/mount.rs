@@ -28,7 +28,9 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
+use crate::coarse_clock;
 use crate::config::AppConfig;
+use crate::limits::LogLimiter;
 use crate::metrics::{AppMetrics, Metrics};
 use crate::plugin::instance::AppInstance;
 use crate::registry::Registry;
@@ -103,6 +105,9 @@ pub struct MountedApp {
     shared_in_flight: AtomicUsize,
     /// Instances this mount has had after its first.
     reloads: AtomicU64,
+    /// Callbacks longer than this are counted and logged.
+    slow_callback_ms: u64,
+    slow_log: LogLimiter,
 }
 
 impl std::fmt::Debug for MountedApp {
@@ -120,6 +125,7 @@ impl MountedApp {
         registry: Arc<Registry>,
         instance: AppInstance,
         metrics: &Metrics,
+        slow_callback: Duration,
     ) -> Self {
         MountedApp {
             name: config.name.as_str().into(),
@@ -132,6 +138,26 @@ impl MountedApp {
             resumed: tokio::sync::Notify::new(),
             shared_in_flight: AtomicUsize::new(0),
             reloads: AtomicU64::new(0),
+            slow_callback_ms: u64::try_from(slow_callback.as_millis()).unwrap_or(u64::MAX),
+            slow_log: LogLimiter::new(Duration::from_secs(1)),
+        }
+    }
+
+    /// Counts and (at most once a second) logs a callback that began at
+    /// `started_ms` on the coarse clock, if it ran too long.
+    fn timed(&self, callback: &'static str, started_ms: u64) {
+        let took = coarse_clock::now_ms().saturating_sub(started_ms);
+        if took > self.slow_callback_ms {
+            self.app_metrics.slow_callbacks.inc();
+            if let Some(held_back) = self.slow_log.allow() {
+                tracing::warn!(
+                    app = %self.name,
+                    callback,
+                    took_ms = took,
+                    held_back,
+                    "a plugin callback ran longer than slow_callback: it held a runtime worker, and every connection on it waited"
+                );
+            }
         }
     }
 
@@ -205,8 +231,10 @@ impl MountedApp {
                 instance: self.instance(),
             };
         }
+        let started = coarse_clock::now_ms();
         let result = f(&cache.instance);
         in_callback.store(false, Ordering::Release);
+        self.timed("connection callback", started);
         result
     }
 
@@ -215,7 +243,10 @@ impl MountedApp {
     /// while the mount is paused.
     pub async fn call_shared<T>(&self, f: impl FnOnce(&AppInstance) -> T) -> T {
         let call = self.enter_shared().await;
-        f(call.instance())
+        let started = coarse_clock::now_ms();
+        let result = f(call.instance());
+        self.timed("shared callback", started);
+        result
     }
 
     /// Waits while the mount is paused, then holds a place among the shared

@@ -22,6 +22,8 @@ cat > "$work/switchboard.toml" <<TOML
 [server]
 listen = "127.0.0.1:0"
 plugin_dir = "$PWD/$bin"
+message_rate = 0
+byte_rate = 0
 [[app]]
 path = "/echo"
 plugin = "echo"

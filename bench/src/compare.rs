@@ -138,7 +138,7 @@ fn start_servers(idle: usize, pin: bool) -> anyhow::Result<(ServerProcess, Serve
     );
     let plugin_dir = switchboard_bin.parent().expect("directory").to_owned();
     let config = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\nplugin_dir = {:?}\nmax_connections = {}\nmax_connections_per_ip = 0\n\n[[app]]\npath = \"/echo\"\nplugin = \"echo\"\n",
+        "[server]\nlisten = \"127.0.0.1:0\"\nplugin_dir = {:?}\nmax_connections = {}\nmax_connections_per_ip = 0\nmessage_rate = 0\nbyte_rate = 0\n\n[[app]]\npath = \"/echo\"\nplugin = \"echo\"\n",
         plugin_dir.display().to_string(),
         idle + 1000
     );

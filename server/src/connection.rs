@@ -35,6 +35,7 @@ use crate::metrics::AppMetrics;
 use crate::outbox::{CloseRequest, OutboxEvent, OutboxReceiver};
 use crate::plugin::mount::InstanceCache;
 use crate::plugin::MountedApp;
+use crate::rate::RateLimiter;
 use crate::registry::Connection;
 
 /// Most queued messages written before the socket is flushed and reads get a
@@ -150,6 +151,7 @@ where
     tracing::debug!("connection open");
 
     let mut instance = app.instance_cache();
+    let mut rate = RateLimiter::new(app.settings().rate_limits);
     let opened = app
         .call(&connection.in_callback, &mut instance, |app| {
             callback_scope::enter(outbox.scope_id(), None, || app.on_open(id))
@@ -227,7 +229,7 @@ where
                 pacing.heard();
                 match incoming {
                     Some(Ok(message)) => {
-                        let frame = on_frame(Caller { app: &app, connection: &connection, instance: &mut instance }, &outbox, &mut ws, message, closing.is_some());
+                        let frame = on_frame(Caller { app: &app, connection: &connection, instance: &mut instance, rate: &mut rate }, &outbox, &mut ws, message, closing.is_some());
                         within(settings.write_timeout, frame)
                             .await
                             .unwrap_or_else(write_timed_out)
@@ -419,6 +421,7 @@ struct Caller<'a> {
     app: &'a MountedApp,
     connection: &'a Connection,
     instance: &'a mut InstanceCache,
+    rate: &'a mut Option<RateLimiter>,
 }
 
 /// Handles one frame from the client.
@@ -436,11 +439,19 @@ where
         app,
         connection,
         instance,
+        rate,
     } = caller;
     let id = connection.id;
     if message.is_text() || message.is_binary() {
         app.metrics().messages_in.inc();
         app.metrics().bytes_in.inc_by(message.len() as u64);
+        if let Some(Err(exceeded)) = rate.as_mut().map(|r| r.spend(message.len())) {
+            tracing::debug!(%exceeded, "closing a client over its rate limit");
+            return Step::Close(CloseRequest {
+                code: 1008,
+                reason: exceeded.to_string(),
+            });
+        }
     }
     let delivered = match &message {
         // After our close frame, data is discarded (RFC 6455 §1.4).

@@ -32,6 +32,7 @@
 //!   which message it handles.
 //! - [`limits`]: connection limits in total and per IP address.
 //! - [`coarse_clock`]: a millisecond clock read with one atomic load.
+//! - [`rate`]: per-connection message and byte rate limits.
 //! - [`client_addr`]: the client's address for every check, through trusted proxies.
 //! - [`metrics`]: Prometheus metrics, counted with atomic handles.
 //! - [`config`]: the TOML file, checked, with file:line:column errors.
@@ -54,6 +55,7 @@ pub mod metrics;
 pub mod outbox;
 pub mod plugin;
 pub mod push;
+pub mod rate;
 pub mod registry;
 pub mod reload;
 pub mod response;

@@ -250,3 +250,41 @@ async fn a_callback_that_blocks_is_counted_and_logged() {
         "{log}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_over_its_rate_limits_is_closed_with_1008() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let server = TestServer::start(TestConfig::new().apps(
+        "[[app]]\npath = \"/slow\"\nplugin = \"echo\"\nmessage_rate = 5\n\n[[app]]\npath = \"/small\"\nplugin = \"echo\"\nbyte_rate = \"1 KiB\"\n\n[[app]]\npath = \"/echo\"\nplugin = \"echo\"\n",
+    ))
+    .await;
+    let mut slow = server.ws("/slow").await;
+    for n in 0..20 {
+        if slow.send(Message::text(format!("{n}"))).await.is_err() {
+            break;
+        }
+    }
+    let (code, reason) = crate::util::expect_close(&mut slow).await;
+    assert_eq!(
+        (code, reason.as_str()),
+        (1008, "over the message rate limit (5 per second)")
+    );
+    let mut small = server.ws("/small").await;
+    for _ in 0..2 {
+        let _ = small.send(Message::binary(vec![0u8; 800])).await;
+    }
+    let (code, reason) = crate::util::expect_close(&mut small).await;
+    assert_eq!(
+        (code, reason.as_str()),
+        (1008, "over the byte rate limit (1024 bytes per second)")
+    );
+    // The server's defaults let an ordinary burst through.
+    let mut echo = server.ws("/echo").await;
+    for n in 0..200 {
+        echo.send(Message::text(format!("{n}"))).await.unwrap();
+    }
+    for _ in 0..200 {
+        crate::util::next_text(&mut echo).await;
+    }
+}

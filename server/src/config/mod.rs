@@ -122,6 +122,8 @@ pub struct ServerConfig {
     pub tls: Option<TlsConfig>,
     /// A plugin callback that runs longer is counted and logged.
     pub slow_callback: Duration,
+    /// What one client may send per second, by default (apps may override).
+    pub rate_limits: crate::rate::RateLimits,
     /// Proxies whose `Forwarded` / `X-Forwarded-For` is believed about the
     /// client's address, for every check (`push.trusted_proxies` adds to it).
     pub trusted_proxies: Vec<ipnet::IpNet>,
@@ -168,6 +170,8 @@ pub struct AppConfig {
     pub reload: ReloadMode,
     /// Under `drain`: how long old connections may stay on the old instance.
     pub drain_timeout: Duration,
+    /// What one client of this app may send per second.
+    pub rate_limits: crate::rate::RateLimits,
     /// Line of the `[app.config]` table (of the app when it has none).
     pub config_line: usize,
     /// Every key path of `[app.config]` (`history`, `rooms[0].name`) with its

@@ -75,6 +75,8 @@ pub(super) struct RawServer {
     pub(super) tls: Option<RawTls>,
     pub(super) trusted_proxies: Option<Vec<Spanned<String>>>,
     pub(super) slow_callback: Option<Spanned<HumanDuration>>,
+    pub(super) message_rate: Option<u64>,
+    pub(super) byte_rate: Option<Spanned<ByteSize>>,
 }
 
 /// `[server.tls]`.
@@ -102,5 +104,7 @@ pub(super) struct RawApp {
     #[serde(default)]
     pub(super) config: Option<Spanned<toml::Table>>,
     pub(super) reload: Option<Spanned<String>>,
+    pub(super) message_rate: Option<u64>,
+    pub(super) byte_rate: Option<Spanned<ByteSize>>,
     pub(super) drain_timeout: Option<Spanned<HumanDuration>>,
 }

@@ -19,6 +19,7 @@ use super::{
     parse_ip_net, AppConfig, Config, EndpointConfig, PluginSpec, PushConfig, ReloadMode,
     ServerConfig, TlsConfig, DEFAULT_INFO_HEADERS, RESERVED_PREFIX,
 };
+use crate::rate::RateLimits;
 
 /// The longest timeout or interval the config accepts.
 pub(super) const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
@@ -27,6 +28,13 @@ pub(super) const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
 /// for any browser (a few tabs of a few apps each), too few for one machine
 /// to take every slot of the server.
 pub(super) const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 256;
+
+/// Messages per second one client may send unless the config says otherwise:
+/// far more than a person types or a page sends, far fewer than a flood.
+pub(super) const DEFAULT_MESSAGE_RATE: u64 = 1000;
+
+/// Bytes per second one client may send unless the config says otherwise.
+pub(super) const DEFAULT_BYTE_RATE: u64 = 64 << 20;
 
 /// A byte range in the config file.
 type Span = std::ops::Range<usize>;
@@ -289,6 +297,10 @@ fn validate_server(s: RawServer, base: &Path, check: &mut Checker<'_>) -> Server
         watch: s.watch.unwrap_or(false),
         trusted_proxies: check.ip_nets(s.trusted_proxies, &[]),
         slow_callback: check.positive_duration(s.slow_callback, Duration::from_millis(50)),
+        rate_limits: RateLimits {
+            messages: s.message_rate.unwrap_or(DEFAULT_MESSAGE_RATE),
+            bytes: s.byte_rate.map_or(DEFAULT_BYTE_RATE, |b| b.into_inner().0),
+        },
         tls: s.tls.map(|tls| {
             let listen_plain = &listen;
             let listen = tls.listen.map(|listen| {
@@ -397,10 +409,17 @@ fn validate_app(
         },
     };
     let drain_timeout = check.positive_duration(app.drain_timeout, Duration::from_secs(30));
+    let rate_limits = RateLimits {
+        messages: app.message_rate.unwrap_or(server.rate_limits.messages),
+        bytes: app
+            .byte_rate
+            .map_or(server.rate_limits.bytes, |b| b.into_inner().0),
+    };
     let app = AppConfig {
         name: String::new(),
         reload,
         drain_timeout,
+        rate_limits,
         path: paths[0].clone(),
         paths,
         line,

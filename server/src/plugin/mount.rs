@@ -48,6 +48,8 @@ pub struct MountSettings {
     pub ping_payload: String,
     /// Every path the app is mounted on.
     pub paths: Vec<String>,
+    /// What one client may send per second.
+    pub rate_limits: crate::rate::RateLimits,
 }
 
 impl MountSettings {
@@ -59,6 +61,7 @@ impl MountSettings {
             info_headers: config.info_headers.clone(),
             ping_payload: config.ping_payload.clone(),
             paths: config.paths.clone(),
+            rate_limits: config.rate_limits,
         }
     }
 }

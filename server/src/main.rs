@@ -48,15 +48,26 @@ enum Command {
     Reload,
 }
 
+/// Sets up logging: `[log]` of the config when it reads (text or JSON, and
+/// a level), `SWITCHBOARD_LOG` over the level, to stderr.
+fn init_logging(config_path: &Path) {
+    let log = Config::load(config_path).map(|c| c.log).ok();
+    let level = log.as_ref().map_or("info", |l| l.level.as_str());
+    let filter = EnvFilter::try_from_env("SWITCHBOARD_LOG")
+        .unwrap_or_else(|_| EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info")));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if log.is_some_and(|l| l.json) {
+        builder.json().init();
+    } else {
+        builder.with_ansi(std::io::stderr().is_terminal()).init();
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_env("SWITCHBOARD_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    init_logging(&cli.config);
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(&cli.config, cli.watch),
         Command::Reload => reload(&cli.config),

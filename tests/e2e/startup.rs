@@ -301,3 +301,65 @@ async fn a_third_party_plugin_that_is_missing_gets_a_build_hint_of_its_own() {
     );
     assert!(!text.contains("--workspace"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn json_logs_are_one_object_per_line() {
+    let server = switchboard_tests::TestServer::start(TestConfig::new().apps(
+        "[log]\nformat = \"json\"\nlevel = \"info\"\n\n[[app]]\npath = \"/echo\"\nplugin = \"echo\"\n",
+    ))
+    .await;
+    // The test harness asks for debug in SWITCHBOARD_LOG, which wins over level.
+    let log = server.log();
+    let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty(), "{log}");
+    for line in lines {
+        let record: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(
+            record["level"].is_string() && record["fields"].is_object(),
+            "{line}"
+        );
+    }
+    let text = check_fails(&with_server("[log]\nformat = \"xml\"\n")).await;
+    assert!(
+        text.contains("switchboard.toml:5:10: log.format = \"xml\": expected \"text\" or \"json\""),
+        "{text}"
+    );
+}
+
+#[test]
+fn the_systemd_unit_is_valid() {
+    let verify = std::process::Command::new("systemd-analyze")
+        .arg("--version")
+        .output();
+    if verify.is_err() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must check the systemd unit, but systemd-analyze is missing"
+        );
+        eprintln!("SKIPPED: systemd-analyze is missing");
+        return;
+    }
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/systemd/switchboard.service"
+    ))
+    .unwrap();
+    // Checked as installed, with the binary where the unit expects it.
+    let dir = tempfile::tempdir().unwrap();
+    let binary = switchboard_tests::binary();
+    let unit = unit.replace("/usr/local/bin/switchboard", &binary.display().to_string());
+    let path = dir.path().join("switchboard.service");
+    std::fs::write(&path, unit).unwrap();
+    let output = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = output_text(&output);
+    assert!(output.status.success(), "{text}");
+    assert!(
+        !text.contains("Unknown key") && !text.contains("Failed"),
+        "{text}"
+    );
+}

@@ -40,6 +40,17 @@ pub struct Config {
     pub app_list: EndpointConfig,
     /// The apps to mount, in file order.
     pub apps: Vec<AppConfig>,
+    /// `[log]`: how the server logs.
+    pub log: LogConfig,
+}
+
+/// How the server logs (`[log]`); `SWITCHBOARD_LOG` overrides the level.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// One JSON object per line (for log collectors) rather than text.
+    pub json: bool,
+    /// The level filter, in tracing's `EnvFilter` syntax (`info`, `warn,switchboard=debug`).
+    pub level: String,
 }
 
 /// The push API's settings (`[push]`).

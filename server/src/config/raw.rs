@@ -25,6 +25,8 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) app_list: RawEndpoint,
     #[serde(default)]
+    pub(super) log: RawLog,
+    #[serde(default)]
     pub(super) app: Vec<RawApp>,
 }
 
@@ -34,6 +36,14 @@ pub(super) struct RawConfig {
 pub(super) struct RawEndpoint {
     pub(super) path: Option<Spanned<String>>,
     pub(super) allowed_ips: Option<Vec<Spanned<String>>>,
+}
+
+/// `[log]`.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLog {
+    pub(super) format: Option<Spanned<String>>,
+    pub(super) level: Option<Spanned<String>>,
 }
 
 /// `[push]`.

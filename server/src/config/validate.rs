@@ -240,7 +240,9 @@ pub(super) fn validate(
         &apps,
         &mut check,
     );
+    let log = validate_log(raw.log, &mut check);
     Config {
+        log,
         source: source.path().to_owned(),
         server,
         push,
@@ -507,6 +509,39 @@ fn validate_push(
     };
     let trusted = check.ip_nets(raw.trusted_proxies, &[]);
     (push, span, trusted)
+}
+
+fn validate_log(raw: super::raw::RawLog, check: &mut Checker<'_>) -> super::LogConfig {
+    let json = match raw.format {
+        None => false,
+        Some(format) => match format.get_ref().as_str() {
+            "text" => false,
+            "json" => true,
+            other => {
+                check.report(
+                    Some(format.span()),
+                    format!("log.format = {other:?}: expected \"text\" or \"json\""),
+                );
+                false
+            }
+        },
+    };
+    let level = match raw.level {
+        None => "info".to_owned(),
+        Some(level) => {
+            if tracing_subscriber::EnvFilter::try_new(level.get_ref()).is_err() {
+                check.report(
+                    Some(level.span()),
+                    format!(
+                        "log.level = {:?} is not a filter such as \"info\" or \"warn,switchboard=debug\"",
+                        level.get_ref()
+                    ),
+                );
+            }
+            level.into_inner()
+        }
+    };
+    super::LogConfig { json, level }
 }
 
 /// The server's own endpoints must differ from each other and from every app path.

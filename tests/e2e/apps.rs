@@ -442,3 +442,47 @@ async fn held_locks_and_the_waiting_line_survive_a_reload() {
     let locked = expect_type(&mut cleo, "locked").await;
     assert_eq!(locked["conn"], ben_id);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn many_locks_are_capped_and_sent_to_new_clients_in_pages() {
+    let server =
+        TestServer::start(TestConfig::new().apps(
+            "[[app]]\npath = \"/locks\"\nplugin = \"locks\"\n[app.config]\nmax_locks = 1200\n",
+        ))
+        .await;
+    // Long ids, so one message with every lock would pass 1 MiB... if sent whole.
+    let long = |n: usize| format!("{n:05}-{}", "x".repeat(190));
+    let mut holders = Vec::new();
+    for round in 0..2 {
+        let (mut ws, _) = locks_client(&server, &format!("holder-{round}")).await;
+        let ids: Vec<String> = (round * 1000..round * 1000 + 1000).map(long).collect();
+        send_json(&mut ws, json!({"type": "show", "ids": ids})).await;
+        let shown = expect_type(&mut ws, "shown").await;
+        let mine = shown["mine"].as_array().unwrap().len();
+        let over = shown["over_limit"].as_array().unwrap().len();
+        assert_eq!(mine + over, 1000);
+        if round == 1 {
+            assert_eq!((mine, over), (200, 800), "the cap of 1200 locks");
+            assert!(expect_type(&mut ws, "error").await["message"]
+                .as_str()
+                .unwrap()
+                .contains("maximum of 1200 locks"));
+        }
+        holders.push(ws);
+    }
+    // A new client gets all 1200, in pages of at most 500.
+    let mut fresh = server.ws("/locks").await;
+    let welcome = expect_type(&mut fresh, "welcome").await;
+    let mut total = welcome["locks"].as_object().unwrap().len();
+    let mut more = welcome["more"] == true;
+    let mut pages = 1;
+    while more {
+        let page = expect_type(&mut fresh, "locks").await;
+        let n = page["locks"].as_object().unwrap().len();
+        assert!(n <= 500);
+        total += n;
+        more = page["more"] == true;
+        pages += 1;
+    }
+    assert_eq!((total, pages), (1200, 3));
+}

@@ -24,6 +24,9 @@ use switchboard_plugin_api::{
 pub struct LocksConfig {
     /// Most ids one client may show at once.
     pub max_ids: usize,
+    /// Most locks held at once across all clients; ids shown beyond it are
+    /// not locked (the client is told).
+    pub max_locks: usize,
     /// Longest id, in bytes.
     pub max_id_length: usize,
     /// Longest user name, in characters.
@@ -34,6 +37,7 @@ impl Default for LocksConfig {
     fn default() -> Self {
         LocksConfig {
             max_ids: 1000,
+            max_locks: 10_000,
             max_id_length: 200,
             max_user_length: 64,
         }
@@ -153,7 +157,13 @@ struct Outcome {
     taken: BTreeMap<ConnId, Vec<String>>,
     /// Ids nobody holds any more.
     freed: Vec<String>,
+    /// Ids not locked because the app holds its maximum.
+    over_limit: Vec<String>,
 }
+
+/// Locks per snapshot message: a snapshot of many locks is sent in pages,
+/// each far below `max_message_size`.
+const SNAPSHOT_PAGE: usize = 500;
 
 struct Locks {
     host: Host,
@@ -206,7 +216,7 @@ impl State {
     }
 
     /// `conn` now shows exactly `ids`.
-    fn show(&mut self, conn: ConnId, ids: BTreeSet<String>) -> Outcome {
+    fn show(&mut self, conn: ConnId, ids: BTreeSet<String>, max_locks: usize) -> Outcome {
         let mut outcome = Outcome::default();
         let before = self.shown.insert(conn, ids.clone()).unwrap_or_default();
         for id in before.difference(&ids) {
@@ -214,6 +224,10 @@ impl State {
         }
         let now = now_ms();
         for id in &ids {
+            if !self.locks.contains_key(id) && self.locks.len() >= max_locks {
+                outcome.over_limit.push(id.clone());
+                continue;
+            }
             match self.locks.get_mut(id) {
                 None => {
                     self.locks.insert(
@@ -244,6 +258,32 @@ impl State {
 impl Locks {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock()
+    }
+
+    /// Sends every lock: the first page as `kind` (`welcome` or `state`),
+    /// the rest as `locks` messages; `more` says whether another page follows.
+    fn send_snapshot(
+        &self,
+        conn: ConnId,
+        kind: &str,
+        locks: BTreeMap<String, Holder>,
+    ) -> Result<(), Error> {
+        let entries: Vec<(String, Holder)> = locks.into_iter().collect();
+        let mut pages = entries.chunks(SNAPSHOT_PAGE).peekable();
+        let first: BTreeMap<_, _> = pages.next().unwrap_or_default().iter().cloned().collect();
+        let mut message = json!({ "type": kind, "locks": first, "more": pages.peek().is_some() });
+        if kind == "welcome" {
+            message["id"] = json!(conn.to_string());
+        }
+        self.host.send_json(conn, &message)?;
+        while let Some(page) = pages.next() {
+            let page: BTreeMap<_, _> = page.iter().cloned().collect();
+            self.host.send_json(
+                conn,
+                &json!({ "type": "locks", "locks": page, "more": pages.peek().is_some() }),
+            )?;
+        }
+        Ok(())
     }
 
     fn error(&self, conn: ConnId, message: impl Into<String>) -> Result<(), Error> {
@@ -320,11 +360,21 @@ impl Locks {
                     Ok(ids) => ids,
                     Err(message) => return self.error(conn, message),
                 };
-                let mut outcome = self.lock().show(conn, ids);
+                let mut outcome = self.lock().show(conn, ids, self.config.max_locks);
                 self.host.send_json(
                     conn,
-                    &json!({ "type": "shown", "mine": outcome.mine, "held_by_others": outcome.held_by_others }),
+                    &json!({ "type": "shown", "mine": outcome.mine, "held_by_others": outcome.held_by_others, "over_limit": outcome.over_limit }),
                 )?;
+                if !outcome.over_limit.is_empty() {
+                    self.error(
+                        conn,
+                        format!(
+                            "the app holds its maximum of {} locks: {} id(s) not locked",
+                            self.config.max_locks,
+                            outcome.over_limit.len()
+                        ),
+                    )?;
+                }
                 // The acting client was just told what it holds.
                 if let Some(mine) = outcome.taken.remove(&conn) {
                     let user = self.lock().users.get(&conn).cloned().unwrap_or_default();
@@ -345,7 +395,7 @@ impl Locks {
                         .get(&conn)
                         .map(|shown| shown.difference(&ids).cloned().collect())
                         .unwrap_or_default();
-                    state.show(conn, remaining)
+                    state.show(conn, remaining, self.config.max_locks)
                 };
                 self.host
                     .send_json(conn, &json!({ "type": "released_own", "ids": ids }))?;
@@ -353,9 +403,7 @@ impl Locks {
             }
             Command::State => {
                 let locks = self.lock().all();
-                self.host
-                    .send_json(conn, &json!({ "type": "state", "locks": locks }))?;
-                Ok(())
+                self.send_snapshot(conn, "state", locks)
             }
         }
     }
@@ -364,8 +412,14 @@ impl Locks {
 impl App for Locks {
     fn new(context: Context) -> Result<Self, Error> {
         let config: LocksConfig = context.config()?;
-        if config.max_ids == 0 || config.max_id_length == 0 || config.max_user_length == 0 {
-            return Err("max_ids, max_id_length and max_user_length must be at least 1".into());
+        if config.max_ids == 0
+            || config.max_id_length == 0
+            || config.max_user_length == 0
+            || config.max_locks == 0
+        {
+            return Err(
+                "max_ids, max_locks, max_id_length and max_user_length must be at least 1".into(),
+            );
         }
         let state = match context
             .saved_state()
@@ -406,11 +460,7 @@ impl App for Locks {
                 .insert(conn, format!("user-{}", &conn.to_string()[..8]));
             state.all()
         };
-        self.host.send_json(
-            conn,
-            &json!({ "type": "welcome", "id": conn.to_string(), "locks": locks }),
-        )?;
-        Ok(())
+        self.send_snapshot(conn, "welcome", locks)
     }
 
     fn on_message(&self, conn: ConnId, message: Message<'_>) -> Result<(), Error> {
@@ -423,7 +473,7 @@ impl App for Locks {
     fn on_close(&self, conn: ConnId, _code: u16, _reason: &str) {
         let outcome = {
             let mut state = self.lock();
-            let outcome = state.show(conn, BTreeSet::new());
+            let outcome = state.show(conn, BTreeSet::new(), self.config.max_locks);
             state.shown.remove(&conn);
             state.users.remove(&conn);
             outcome
@@ -450,20 +500,20 @@ mod tests {
     fn first_come_first_served_and_the_longest_waiter_inherits() {
         let mut state = State::default();
         let (a, b, c) = (id(1), id(2), id(3));
-        let outcome = state.show(a, set(&["x", "y"]));
+        let outcome = state.show(a, set(&["x", "y"]), usize::MAX);
         assert_eq!(outcome.mine, vec!["x", "y"]);
-        let outcome = state.show(b, set(&["x"]));
+        let outcome = state.show(b, set(&["x"]), usize::MAX);
         assert!(outcome.mine.is_empty());
         assert!(outcome.held_by_others.contains_key("x"));
-        state.show(c, set(&["x"]));
+        state.show(c, set(&["x"]), usize::MAX);
         // a stops showing x: b waited first and gets it; y stays a's.
-        let outcome = state.show(a, set(&["y"]));
+        let outcome = state.show(a, set(&["y"]), usize::MAX);
         assert_eq!(outcome.taken.get(&b), Some(&vec!["x".to_owned()]));
         assert!(outcome.freed.is_empty());
         // b disconnects: c inherits x; then c leaves and x is free.
-        let outcome = state.show(b, set(&[]));
+        let outcome = state.show(b, set(&[]), usize::MAX);
         assert_eq!(outcome.taken.get(&c), Some(&vec!["x".to_owned()]));
-        let outcome = state.show(c, set(&[]));
+        let outcome = state.show(c, set(&[]), usize::MAX);
         assert_eq!(outcome.freed, vec!["x"]);
         assert_eq!(state.locks.keys().collect::<Vec<_>>(), vec!["y"]);
     }
@@ -472,11 +522,11 @@ mod tests {
     fn a_waiter_that_moved_on_is_skipped() {
         let mut state = State::default();
         let (a, b, c) = (id(1), id(2), id(3));
-        state.show(a, set(&["x"]));
-        state.show(b, set(&["x"]));
-        state.show(c, set(&["x"]));
-        state.show(b, set(&["z"]));
-        let outcome = state.show(a, set(&[]));
+        state.show(a, set(&["x"]), usize::MAX);
+        state.show(b, set(&["x"]), usize::MAX);
+        state.show(c, set(&["x"]), usize::MAX);
+        state.show(b, set(&["z"]), usize::MAX);
+        let outcome = state.show(a, set(&[]), usize::MAX);
         assert_eq!(outcome.taken.get(&c), Some(&vec!["x".to_owned()]));
     }
 }

@@ -91,6 +91,11 @@ pub struct Outbox {
     max_messages: usize,
     max_bytes: usize,
     drops: DropCounter,
+    /// Close the connection when its queue overflows (a slow consumer). Off
+    /// for a paced connection (one frame per write): the server itself sets
+    /// its pace, so a full queue does not mean the client stopped reading
+    /// (`write_timeout` and pings still catch one that did).
+    close_when_full: std::sync::atomic::AtomicBool,
 }
 
 /// Counts messages refused because the queue was full (a metrics handle).
@@ -116,6 +121,7 @@ pub fn outbox(
             max_messages,
             max_bytes,
             drops,
+            close_when_full: std::sync::atomic::AtomicBool::new(true),
         },
         OutboxReceiver { shared },
     )
@@ -145,9 +151,14 @@ impl Outbox {
             || (queue.bytes > 0 && queue.bytes + len > self.max_bytes);
         if full {
             self.drops.inc();
-            request(&mut queue, slow_consumer());
-            drop(queue);
-            self.shared.waker.wake();
+            if self
+                .close_when_full
+                .load(std::sync::atomic::Ordering::Relaxed)
+            {
+                request(&mut queue, slow_consumer());
+                drop(queue);
+                self.shared.waker.wake();
+            }
             return Err(QueueError::Full);
         }
         queue.messages.push_back(message);
@@ -155,6 +166,12 @@ impl Outbox {
         drop(queue);
         self.wake();
         Ok(())
+    }
+
+    /// Whether an overflow closes the connection (see `close_when_full`).
+    pub fn set_close_when_full(&self, close: bool) {
+        self.close_when_full
+            .store(close, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Asks the connection task to close after writing what is already queued.
@@ -301,6 +318,16 @@ mod tests {
             receiver.await.unwrap(),
             OutboxEvent::Message(Message::text("late"))
         );
+    }
+
+    #[tokio::test]
+    async fn a_paced_connection_refuses_but_is_not_closed_when_full() {
+        let (tx, mut rx) = outbox(1, 100, DropCounter::default());
+        tx.set_close_when_full(false);
+        tx.push(Message::text("a")).unwrap();
+        assert_eq!(tx.push(Message::text("b")), Err(QueueError::Full));
+        assert_eq!(rx.next().await, OutboxEvent::Message(Message::text("a")));
+        tx.push(Message::text("c")).unwrap();
     }
 
     #[tokio::test]

@@ -444,3 +444,133 @@ async fn only_backends_have_an_ident_and_one_backend_per_ident() {
         "{response}"
     );
 }
+
+fn hub_with(settings: &str) -> TestConfig {
+    TestConfig::new().apps(&format!("{HUB}{settings}\n"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn feedback_from_a_browser_beyond_its_rate_is_dropped_but_answered() {
+    let server = TestServer::start(hub_with("browser_feedback_per_second = 5")).await;
+    let mut backend = PhpLike::connect(&server, "/hub/php", "worker").await;
+    let mut browser = BrowserLike::connect(&server, "/hub").await;
+    for i in 0..30 {
+        browser
+            .send(&json!({"opcode": "feedback", "ident": "worker", "message": i}))
+            .await;
+    }
+    let mut delivered = Vec::new();
+    while let Some(text) = backend.read().await {
+        let packet: Value = serde_json::from_str(&text).unwrap();
+        delivered.push(packet["message"].as_u64().unwrap());
+    }
+    // The burst of 5 and what refilled while the 30 were sent; never all.
+    assert!(
+        (5..30).contains(&delivered.len()),
+        "delivered {delivered:?}"
+    );
+    assert_eq!(&delivered[..5], &[0, 1, 2, 3, 4]);
+    // After a pause the browser may send again, and backends are never limited.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    browser
+        .send(&json!({"opcode": "feedback", "ident": "worker", "message": "later"}))
+        .await;
+    let packet: Value = serde_json::from_str(&backend.read().await.expect("later")).unwrap();
+    assert_eq!(packet["message"], "later");
+    for i in 0..30 {
+        backend
+            .talk(json!({"opcode": "feedback", "uuid": browser.uuid, "message": i}))
+            .await;
+    }
+    for i in 0..30 {
+        let packet: Value = serde_json::from_str(&browser.packet().await).unwrap();
+        assert_eq!(packet["message"], i);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backend_sent_more_than_its_queue_holds_loses_the_excess_not_its_connection() {
+    let server = TestServer::start(
+        hub_with("browser_feedback_per_second = 100").server("outbound_queue = 8"),
+    )
+    .await;
+    let mut backend = PhpLike::connect(&server, "/hub/php", "worker").await;
+    // Five browsers send 200 packets while the backend reads nothing; it is
+    // paced (one frame per read, 50 ms apart), so its queue of 8 overflows.
+    for b in 0..5 {
+        let mut browser = BrowserLike::connect(&server, "/hub").await;
+        for i in 0..40 {
+            browser
+                .send(&json!({"opcode": "feedback", "ident": "worker", "message": b * 100 + i}))
+                .await;
+        }
+    }
+    let mut delivered = 0;
+    while let Some(text) = backend.read().await {
+        assert!(!text.starts_with("CLOSE"), "backend closed: {text}");
+        delivered += 1;
+    }
+    assert!((8..200).contains(&delivered), "delivered {delivered}");
+    let metrics = server.get("/_/metrics").await;
+    let drops: u64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("switchboard_outbound_queue_drops_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert!(drops > 0, "{metrics}");
+    // Still connected and working.
+    backend
+        .talk(json!({"opcode": "echo", "message": "still here"}))
+        .await;
+    let packet: Value = serde_json::from_str(&backend.read().await.expect("echo")).unwrap();
+    assert_eq!(packet["message"], "still here");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_chunked_message_that_takes_too_long_closes_its_sender() {
+    let server = TestServer::start(hub_with("chunk_timeout_ms = 300")).await;
+    let mut browser = BrowserLike::connect(&server, "/hub").await;
+    browser.send_one("bufferON").await;
+    browser.send_one("{\"opcode\":").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    browser.ws.send(Message::text("\"echo\"}")).await.unwrap();
+    let (code, reason) = expect_close(&mut browser.ws).await;
+    assert_eq!(code, 1008);
+    assert!(reason.contains("took too long"), "{reason}");
+    // A prompt one still works.
+    let mut other = BrowserLike::connect(&server, "/hub").await;
+    other.send_one("bufferON").await;
+    other.send_one("{\"opcode\":").await;
+    other.send_one("\"echo\"}").await;
+    other.send_one("bufferOFF").await;
+    assert_eq!(other.packet().await, r#"{"opcode":"echo"}"#);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unfinished_chunked_messages_share_one_budget() {
+    let server = TestServer::start(hub_with("max_buffered_bytes = 120")).await;
+    let packet = json!({"opcode": "echo", "pad": "x".repeat(80)}).to_string();
+    let (first, second) = packet.split_at(60);
+    let mut a = BrowserLike::connect(&server, "/hub").await;
+    a.send_one("bufferON").await;
+    a.send_one(first).await;
+    a.send_one(second).await;
+    // A holds about 100 bytes: B's 60 more do not fit.
+    let mut b = BrowserLike::connect(&server, "/hub").await;
+    b.send_one("bufferON").await;
+    b.ws.send(Message::text(first)).await.unwrap();
+    let (code, reason) = expect_close(&mut b.ws).await;
+    assert_eq!(code, 1013);
+    assert!(reason.contains("try again later"), "{reason}");
+    // Once A's message is complete its bytes are free again.
+    a.send_one("bufferOFF").await;
+    let echoed: Value = serde_json::from_str(&a.packet().await).unwrap();
+    assert_eq!(echoed["pad"].as_str().unwrap().len(), 80);
+    let mut c = BrowserLike::connect(&server, "/hub").await;
+    c.send_one("bufferON").await;
+    c.send_one(first).await;
+    c.send_one(second).await;
+    c.send_one("bufferOFF").await;
+    let echoed: Value = serde_json::from_str(&c.packet().await).unwrap();
+    assert_eq!(echoed["opcode"], "echo");
+}

@@ -47,6 +47,14 @@ struct HubConfig {
     max_chunks: usize,
     /// Most bytes between `bufferON` and `bufferOFF`.
     max_buffer_bytes: usize,
+    /// Most bytes held in unfinished chunked messages, all clients together.
+    max_buffered_bytes: usize,
+    /// Milliseconds a chunked message may take from `bufferON` to `bufferOFF`.
+    chunk_timeout_ms: u64,
+    /// Feedback packets one browser may send per second (a second's burst).
+    /// Backends are not limited: they are trusted by address, and progress
+    /// feedback from a job is often fast.
+    browser_feedback_per_second: u32,
 }
 
 impl Default for HubConfig {
@@ -58,6 +66,9 @@ impl Default for HubConfig {
             php_frame_pause_ms: 20,
             max_chunks: 100,
             max_buffer_bytes: 16 << 20,
+            max_buffered_bytes: 64 << 20,
+            chunk_timeout_ms: 30_000,
+            browser_feedback_per_second: 50,
         }
     }
 }
@@ -77,7 +88,49 @@ struct Client {
     /// A uuid the client chose itself (`{"opcode":"uuid"}`, older browser libraries).
     registered_uuid: Option<String>,
     /// Chunks between `bufferON` and `bufferOFF`.
-    buffer: Option<Vec<String>>,
+    buffer: Option<Buffer>,
+    /// Feedback this client may still send now.
+    feedback: FeedbackBudget,
+}
+
+/// A chunked message being received.
+#[derive(Debug, Default)]
+struct Buffer {
+    chunks: Vec<String>,
+    bytes: usize,
+    started: Option<std::time::Instant>,
+}
+
+/// A token bucket: `per_second` feedback packets a second, a second's burst.
+#[derive(Debug)]
+struct FeedbackBudget {
+    tokens: f64,
+    last: std::time::Instant,
+}
+
+impl Default for FeedbackBudget {
+    fn default() -> Self {
+        FeedbackBudget {
+            tokens: f64::MAX,
+            last: std::time::Instant::now(),
+        }
+    }
+}
+
+impl FeedbackBudget {
+    fn spend(&mut self, per_second: u32) -> bool {
+        let rate = f64::from(per_second);
+        let now = std::time::Instant::now();
+        let refill = now.duration_since(self.last).as_secs_f64() * rate;
+        self.tokens = (self.tokens.min(rate) + refill).min(rate);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 /// The state a reload hands to the next instance (`save_state`): JSON.
@@ -102,6 +155,8 @@ struct Clients {
     by_ident: HashMap<String, ConnId>,
     /// Uuid a browser registered itself → its connection.
     by_registered_uuid: HashMap<String, ConnId>,
+    /// Bytes held in unfinished chunked messages, all clients together.
+    buffered: usize,
 }
 
 impl Clients {
@@ -117,6 +172,9 @@ impl Clients {
 
     fn remove(&mut self, conn: ConnId) {
         if let Some(client) = self.by_conn.remove(&conn) {
+            if let Some(buffer) = &client.buffer {
+                self.buffered -= buffer.bytes;
+            }
             if self.by_ident.get(&client.ident) == Some(&conn) {
                 self.by_ident.remove(&client.ident);
             }
@@ -276,6 +334,17 @@ impl Hub {
                 self.next(conn)?;
             }
             "feedback" => {
+                let allowed = self.clients().by_conn.get_mut(&conn).is_some_and(|c| {
+                    c.kind == Kind::Backend
+                        || c.feedback.spend(self.config.browser_feedback_per_second)
+                });
+                if !allowed {
+                    self.host.log(
+                        LogLevel::DEBUG,
+                        "feedback over the browser's rate limit (browser_feedback_per_second); dropped",
+                    );
+                    return self.next(conn);
+                }
                 match self.feedback_target(&packet) {
                     Ok(Some(target)) => {
                         if let Err(error) = self.host.send(target, packet.to_string().as_str()) {
@@ -376,6 +445,7 @@ impl App for Hub {
                             ident,
                             registered_uuid,
                             buffer: None,
+                            feedback: FeedbackBudget::default(),
                         };
                         Some((id.parse::<ConnId>().ok()?, client))
                     })
@@ -490,6 +560,7 @@ impl App for Hub {
                     ident,
                     registered_uuid: None,
                     buffer: None,
+                    feedback: FeedbackBudget::default(),
                 },
             );
         }
@@ -519,28 +590,62 @@ impl App for Hub {
         // Chunked messages: bufferON, chunks, bufferOFF; each acknowledged.
         let complete = {
             let mut clients = self.clients();
+            let budget_left = self
+                .config
+                .max_buffered_bytes
+                .saturating_sub(clients.buffered);
+            let timeout = std::time::Duration::from_millis(self.config.chunk_timeout_ms);
             let Some(client) = clients.by_conn.get_mut(&conn) else {
                 return Ok(());
             };
-            match (text, client.buffer.as_mut()) {
+            // Bytes this message adds to or frees from unfinished chunked messages.
+            let (mut added, mut freed) = (0, 0);
+            let outcome = match (text, client.buffer.as_mut()) {
                 ("bufferON", _) => {
-                    client.buffer = Some(Vec::new());
-                    None
+                    freed = client.buffer.take().map_or(0, |b| b.bytes);
+                    client.buffer = Some(Buffer {
+                        started: Some(std::time::Instant::now()),
+                        ..Buffer::default()
+                    });
+                    Ok(None)
                 }
-                ("bufferOFF", Some(_)) => client.buffer.take().map(|chunks| chunks.concat()),
-                (_, Some(chunks)) => {
-                    let size: usize = chunks.iter().map(String::len).sum::<usize>() + text.len();
-                    if chunks.len() >= self.config.max_chunks || size > self.config.max_buffer_bytes
+                ("bufferOFF", Some(_)) => {
+                    let buffer = client.buffer.take().unwrap_or_default();
+                    freed = buffer.bytes;
+                    Ok(Some(buffer.chunks.concat()))
+                }
+                (_, Some(buffer)) => {
+                    if buffer.started.is_some_and(|s| s.elapsed() > timeout) {
+                        Err((1008, "a chunked message took too long"))
+                    } else if buffer.chunks.len() >= self.config.max_chunks
+                        || buffer.bytes + text.len() > self.config.max_buffer_bytes
                     {
-                        drop(clients);
-                        self.host
-                            .close(conn, 1009, "too many or too large chunks")?;
-                        return Ok(());
+                        Err((1009, "too many or too large chunks"))
+                    } else if text.len() > budget_left {
+                        Err((
+                            1013,
+                            "the hub holds too many unfinished chunked messages; try again later",
+                        ))
+                    } else {
+                        buffer.chunks.push(text.to_owned());
+                        buffer.bytes += text.len();
+                        added = text.len();
+                        Ok(None)
                     }
-                    chunks.push(text.to_owned());
-                    None
                 }
-                (_, None) => Some(text.to_owned()),
+                (_, None) => Ok(Some(text.to_owned())),
+            };
+            if outcome.is_err() {
+                freed = client.buffer.take().map_or(0, |b| b.bytes);
+            }
+            clients.buffered = clients.buffered + added - freed;
+            match outcome {
+                Ok(complete) => complete,
+                Err((code, reason)) => {
+                    drop(clients);
+                    self.host.close(conn, code, reason)?;
+                    return Ok(());
+                }
             }
         };
         match complete {

@@ -119,7 +119,8 @@ pub struct ServerConfig {
     pub write_timeout: Duration,
     /// How long shutdown waits for connections to close.
     pub shutdown_grace: Duration,
-    /// Most messages queued for one connection; beyond, it is closed (slow consumer).
+    /// Most messages queued for one connection; beyond, it is closed (slow consumer)
+    /// unless the connection is paced (then what does not fit is dropped).
     pub outbound_queue: usize,
     /// Most bytes queued for one connection; beyond, it is closed (slow consumer).
     pub outbound_queue_bytes: usize,

@@ -250,9 +250,12 @@ impl Host for AppHost {
     fn configure(&self, conn: ConnId, option: ConnOption, value: u64) -> RResult<(), HostError> {
         result(match option {
             ConnOption::ONE_FRAME_PER_WRITE => self.live().and_then(|r| {
-                r.get(conn)?
+                let connection = r.get(conn)?;
+                connection
                     .one_frame_per_write
                     .store(value != 0, Ordering::Relaxed);
+                // The server sets a paced connection's pace: a full queue is ours.
+                connection.outbox.set_close_when_full(value == 0);
                 Ok(())
             }),
             ConnOption::FRAME_PAUSE_MICROS if value > 1_000_000 => Err(error(

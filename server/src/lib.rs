@@ -28,14 +28,16 @@
 //! - [`registry`]: one app's connections and groups, and the one delivery path
 //!   (`Registry::deliver`) that `Host` calls and the push API share.
 //! - [`outbox`]: one connection's bounded outbound queue and close request.
+//! - [`memory_budget`]: one budget of bytes for messages being received and
+//!   queued, all connections together.
 //! - [`callback_scope`]: which connection's callback runs on this thread and
 //!   which message it handles.
 //! - [`limits`]: connection limits in total and per IP address.
-//! - [`coarse_clock`]: a millisecond clock read with one atomic load.
-//! - [`rate`]: per-connection message and byte rate limits.
 //! - [`client_addr`]: the client's address for every check, through trusted proxies.
 //! - [`metrics`]: Prometheus metrics, counted with atomic handles.
 //! - [`config`]: the TOML file, checked, with file:line:column errors.
+//! - [`rate`]: per-connection message and byte rate limits.
+//! - [`coarse_clock`]: a millisecond clock read with one atomic load.
 //! - [`runtime_dir`]: where the server keeps plugin copies and its control socket.
 //! - [`tls`]: rustls for wss/https: PEM files, ALPN, a certificate a reload can renew.
 //! - [`response`]: the server's own plain-text and JSON responses.
@@ -51,6 +53,7 @@ pub mod control;
 pub mod http;
 pub mod limits;
 pub mod listener;
+pub mod memory_budget;
 pub mod metrics;
 pub mod outbox;
 pub mod plugin;

@@ -31,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::callback_scope;
 use crate::limits::ConnectionSlot;
+use crate::memory_budget::Received;
 use crate::metrics::AppMetrics;
 use crate::outbox::{CloseRequest, OutboxEvent, OutboxReceiver};
 use crate::plugin::mount::InstanceCache;
@@ -131,7 +132,10 @@ enum Step {
 }
 
 /// Serves one upgraded connection until it closes, then calls `on_close` once.
-pub async fn serve<S>(mut ws: WebSocketStream<S>, open: OpenConnection)
+///
+/// `received` gives back to the memory budget what was read for each message
+/// once it is handled.
+pub async fn serve<S>(mut ws: WebSocketStream<S>, open: OpenConnection, received: Received)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -230,9 +234,11 @@ where
                 match incoming {
                     Some(Ok(message)) => {
                         let frame = on_frame(Caller { app: &app, connection: &connection, instance: &mut instance, rate: &mut rate }, &outbox, &mut ws, message, closing.is_some());
-                        within(settings.write_timeout, frame)
+                        let step = within(settings.write_timeout, frame)
                             .await
-                            .unwrap_or_else(write_timed_out)
+                            .unwrap_or_else(write_timed_out);
+                        received.handled();
+                        step
                     }
                     Some(Err(error)) => on_read_error(&app, id, error, closing.is_some()).await,
                     None => Step::End(Ending::new(1006, "connection closed")),

@@ -69,6 +69,8 @@ pub struct Metrics {
     handshake_seconds: Histogram,
     reloads: Family<ResultLabels, Counter>,
     plugin_libraries: Gauge,
+    memory_budget_used: Gauge,
+    memory_budget_refusals: Counter,
     slow_callbacks: Family<AppLabels, Counter>,
 }
 
@@ -125,6 +127,8 @@ impl Metrics {
             handshake_seconds: Histogram::new(exponential_buckets(0.00005, 2.0, 16)),
             reloads: Family::default(),
             plugin_libraries: Gauge::default(),
+            memory_budget_used: Gauge::default(),
+            memory_budget_refusals: Counter::default(),
             slow_callbacks: Family::default(),
             registry: Registry::default(),
         };
@@ -199,6 +203,16 @@ impl Metrics {
             metrics.plugin_libraries.clone(),
         );
         registry.register(
+            "memory_budget_used_bytes",
+            "Bytes held in messages being received and queued, all connections together",
+            metrics.memory_budget_used.clone(),
+        );
+        registry.register(
+            "memory_budget_refusals",
+            "Messages refused because the memory budget was spent",
+            metrics.memory_budget_refusals.clone(),
+        );
+        registry.register(
             "handshake_seconds",
             "Time from the upgrade request to the 101 response",
             metrics.handshake_seconds.clone(),
@@ -265,6 +279,14 @@ impl Metrics {
                 result: result.to_owned(),
             })
             .inc();
+    }
+
+    /// The memory budget's handles (used bytes, refusals).
+    pub fn memory_budget(&self) -> (Gauge, Counter) {
+        (
+            self.memory_budget_used.clone(),
+            self.memory_budget_refusals.clone(),
+        )
     }
 
     /// How many plugin libraries are mapped now.

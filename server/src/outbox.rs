@@ -24,9 +24,13 @@ use futures_util::task::AtomicWaker;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::callback_scope::{self, ScopeId};
+use crate::memory_budget::MemoryBudget;
 
 /// Close code sent to a client whose outbound queue overflowed.
 pub const SLOW_CONSUMER_CODE: u16 = 1008;
+
+/// Close code sent to a client whose message did not fit the server's memory budget.
+pub const TRY_AGAIN_LATER_CODE: u16 = 1013;
 
 /// Why a message could not be queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -39,6 +43,9 @@ pub enum QueueError {
         "outbound queue is full (the client reads too slowly); the connection is being closed"
     )]
     Full,
+    /// The server's memory budget is spent; the connection is being closed.
+    #[error("the server's memory budget is spent; the connection is being closed")]
+    OverBudget,
 }
 
 /// A close the connection task should perform.
@@ -68,10 +75,19 @@ struct Queue {
     receiver_gone: bool,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Shared {
     queue: Mutex<Queue>,
     waker: AtomicWaker,
+    /// Queued bytes count against it.
+    budget: MemoryBudget,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        let queue = self.queue.get_mut().unwrap_or_else(|e| e.into_inner());
+        self.budget.release(queue.bytes);
+    }
 }
 
 impl Shared {
@@ -108,13 +124,19 @@ pub struct OutboxReceiver {
 }
 
 /// A new outbox holding at most `max_messages` messages and `max_bytes` bytes
-/// (a single message larger than `max_bytes` is still accepted into an empty queue).
+/// (a single message larger than `max_bytes` is still accepted into an empty
+/// queue), its bytes counted against `budget`.
 pub fn outbox(
     max_messages: usize,
     max_bytes: usize,
     drops: DropCounter,
+    budget: MemoryBudget,
 ) -> (Outbox, OutboxReceiver) {
-    let shared = Arc::new(Shared::default());
+    let shared = Arc::new(Shared {
+        queue: Mutex::default(),
+        waker: AtomicWaker::new(),
+        budget,
+    });
     (
         Outbox {
             shared: shared.clone(),
@@ -149,17 +171,24 @@ impl Outbox {
         }
         let full = queue.messages.len() >= self.max_messages
             || (queue.bytes > 0 && queue.bytes + len > self.max_bytes);
-        if full {
+        let refused = if full {
+            Some((QueueError::Full, slow_consumer()))
+        } else if !self.shared.budget.try_reserve(len) {
+            Some((QueueError::OverBudget, over_budget()))
+        } else {
+            None
+        };
+        if let Some((error, close)) = refused {
             self.drops.inc();
             if self
                 .close_when_full
                 .load(std::sync::atomic::Ordering::Relaxed)
             {
-                request(&mut queue, slow_consumer());
+                request(&mut queue, close);
                 drop(queue);
                 self.shared.waker.wake();
             }
-            return Err(QueueError::Full);
+            return Err(error);
         }
         queue.messages.push_back(message);
         queue.bytes += len;
@@ -200,6 +229,13 @@ fn request(queue: &mut Queue, close: CloseRequest) {
     }
 }
 
+fn over_budget() -> CloseRequest {
+    CloseRequest {
+        code: TRY_AGAIN_LATER_CODE,
+        reason: "the server's memory budget is spent; try again later".to_owned(),
+    }
+}
+
 fn slow_consumer() -> CloseRequest {
     CloseRequest {
         code: SLOW_CONSUMER_CODE,
@@ -230,12 +266,12 @@ impl OutboxReceiver {
         if let Some(close) = queue.close.take() {
             return Some(OutboxEvent::Close(close));
         }
-        pop(&mut queue).map(OutboxEvent::Message)
+        pop(&mut queue, &self.shared.budget).map(OutboxEvent::Message)
     }
 
     /// A queued message if one is ready now.
     pub fn try_recv(&mut self) -> Option<Message> {
-        pop(&mut self.shared.lock())
+        pop(&mut self.shared.lock(), &self.shared.budget)
     }
 
     /// The connection's identity for [`callback_scope::enter`]: messages
@@ -249,14 +285,17 @@ impl OutboxReceiver {
         let mut queue = self.shared.lock();
         queue.receiver_gone = true;
         queue.messages.clear();
+        self.shared.budget.release(queue.bytes);
         queue.bytes = 0;
         queue.close = None;
     }
 }
 
-fn pop(queue: &mut Queue) -> Option<Message> {
+fn pop(queue: &mut Queue, budget: &MemoryBudget) -> Option<Message> {
     let message = queue.messages.pop_front()?;
-    queue.bytes -= payload_len(&message);
+    let len = payload_len(&message);
+    queue.bytes -= len;
+    budget.release(len);
     if queue.messages.is_empty() && queue.messages.capacity() > 64 {
         // Give back what a burst grew, so idle connections stay small.
         queue.messages.shrink_to(16);
@@ -270,7 +309,12 @@ mod tests {
 
     #[tokio::test]
     async fn overflow_in_messages_refuses_and_requests_a_close_before_the_queue() {
-        let (tx, mut rx) = outbox(2, 1 << 20, DropCounter::default());
+        let (tx, mut rx) = outbox(
+            2,
+            1 << 20,
+            DropCounter::default(),
+            MemoryBudget::unlimited(),
+        );
         tx.push(Message::text("a")).unwrap();
         tx.push(Message::text("b")).unwrap();
         assert_eq!(tx.push(Message::text("c")), Err(QueueError::Full));
@@ -281,7 +325,7 @@ mod tests {
 
     #[tokio::test]
     async fn overflow_in_bytes_refuses_but_one_large_message_fits_an_empty_queue() {
-        let (tx, mut rx) = outbox(100, 10, DropCounter::default());
+        let (tx, mut rx) = outbox(100, 10, DropCounter::default(), MemoryBudget::unlimited());
         tx.push(Message::binary(vec![0; 50])).unwrap();
         assert_eq!(tx.push(Message::binary(vec![0; 1])), Err(QueueError::Full));
         assert!(matches!(rx.next().await, OutboxEvent::Close(_)));
@@ -291,7 +335,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_first_close_request_wins_once() {
-        let (tx, mut rx) = outbox(4, 100, DropCounter::default());
+        let (tx, mut rx) = outbox(4, 100, DropCounter::default(), MemoryBudget::unlimited());
         tx.request_close(CloseRequest {
             code: 1000,
             reason: "bye".into(),
@@ -310,7 +354,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_push_from_another_task_wakes_the_receiver() {
-        let (tx, mut rx) = outbox(4, 100, DropCounter::default());
+        let (tx, mut rx) = outbox(4, 100, DropCounter::default(), MemoryBudget::unlimited());
         let receiver = tokio::spawn(async move { rx.next().await });
         tokio::task::yield_now().await;
         tx.push(Message::text("late")).unwrap();
@@ -322,7 +366,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_paced_connection_refuses_but_is_not_closed_when_full() {
-        let (tx, mut rx) = outbox(1, 100, DropCounter::default());
+        let (tx, mut rx) = outbox(1, 100, DropCounter::default(), MemoryBudget::unlimited());
         tx.set_close_when_full(false);
         tx.push(Message::text("a")).unwrap();
         assert_eq!(tx.push(Message::text("b")), Err(QueueError::Full));
@@ -332,7 +376,7 @@ mod tests {
 
     #[tokio::test]
     async fn sending_to_a_gone_task_is_closed() {
-        let (tx, mut rx) = outbox(4, 100, DropCounter::default());
+        let (tx, mut rx) = outbox(4, 100, DropCounter::default(), MemoryBudget::unlimited());
         rx.close();
         assert_eq!(tx.push(Message::text("x")), Err(QueueError::Closed));
         assert!(tx.is_closed());

@@ -100,7 +100,8 @@ impl RegistryError {
     fn from_queue(id: ConnId, error: QueueError) -> Self {
         match error {
             QueueError::Closed => RegistryError::UnknownConnection(id),
-            QueueError::Full => RegistryError::QueueFull,
+            // For the sender both mean the same: not queued, the recipient is being closed.
+            QueueError::Full | QueueError::OverBudget => RegistryError::QueueFull,
         }
     }
 }
@@ -405,11 +406,12 @@ fn deliver_each<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::memory_budget::MemoryBudget;
     use crate::outbox::{outbox, OutboxReceiver};
 
     fn open(registry: &Registry, n: u8) -> (ConnId, OutboxReceiver) {
         let id = ConnId::from_bytes([n; 16]);
-        let (tx, rx) = outbox(8, 1 << 20, Default::default());
+        let (tx, rx) = outbox(8, 1 << 20, Default::default(), MemoryBudget::unlimited());
         let handshake = HandshakeFacts {
             peer: "127.0.0.1:1".parse().unwrap(),
             path: "/test".into(),

@@ -269,6 +269,9 @@ async fn apply(server: &Arc<Server>, config_path: &Path) -> Result<ReloadReport,
         config.server.max_connections,
         config.server.max_connections_per_ip,
     );
+    server
+        .memory_budget()
+        .set_limit(config.server.memory_budget);
     *server
         .facts()
         .push_path

@@ -17,6 +17,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::{AppConfig, Config};
 use crate::connection::ConnectionSettings;
 use crate::limits::ConnectionLimits;
+use crate::memory_budget::MemoryBudget;
 use crate::metrics::Metrics;
 use crate::plugin::host::ServerFacts;
 use crate::plugin::instance::InstanceContext;
@@ -123,6 +124,7 @@ pub struct Server {
     facts: Arc<ServerFacts>,
     metrics: Arc<Metrics>,
     limits: Arc<ConnectionLimits>,
+    memory_budget: MemoryBudget,
     shutdown: CancellationToken,
     tracker: TaskTracker,
     /// One reload at a time.
@@ -268,6 +270,8 @@ impl Server {
             config.server.max_connections,
             config.server.max_connections_per_ip,
         );
+        let (used, refusals) = metrics.memory_budget();
+        let memory_budget = MemoryBudget::new(config.server.memory_budget, used, refusals);
         Ok(Server {
             tls,
             routes: ArcSwap::from_pointee(Routes::new(Arc::new(config), mounts)),
@@ -276,6 +280,7 @@ impl Server {
             facts,
             metrics,
             limits,
+            memory_budget,
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
             reloading: tokio::sync::Mutex::new(()),
@@ -372,6 +377,11 @@ impl Server {
     /// The connection limits.
     pub fn limits(&self) -> &Arc<ConnectionLimits> {
         &self.limits
+    }
+
+    /// What all connections together may hold in messages.
+    pub fn memory_budget(&self) -> &MemoryBudget {
+        &self.memory_budget
     }
 
     /// Cancelled when the server starts shutting down.

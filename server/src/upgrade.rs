@@ -25,6 +25,7 @@ use tracing::{field, Instrument, Span};
 use crate::config::OriginPolicy;
 use crate::connection::{self, OpenConnection};
 use crate::limits::ConnectionSlot;
+use crate::memory_budget::{BudgetedIo, MemoryBudget};
 use crate::outbox::outbox;
 use crate::plugin::{AppInstance, MountedApp};
 use crate::registry::{Connection, HandshakeFacts};
@@ -133,6 +134,7 @@ where
         config.outbound_queue,
         config.outbound_queue_bytes,
         app.metrics().queue_drops.clone(),
+        server.memory_budget().clone(),
     );
     let handshake = HandshakeFacts {
         peer: client,
@@ -153,10 +155,11 @@ where
         client_slot,
     };
     let on_upgrade = hyper::upgrade::on(request);
+    let budget = server.memory_budget().clone();
     server.tracker().spawn(
         async move {
             match on_upgrade.await {
-                Ok(upgraded) => run_websocket::<S>(upgraded, open).await,
+                Ok(upgraded) => run_websocket::<S>(upgraded, open, budget).await,
                 Err(error) => tracing::debug!(%error, "upgrade did not complete"),
             }
         }
@@ -167,8 +170,11 @@ where
 
 /// Turns the upgraded connection back into the accepted stream type when it can
 /// (so WebSocket I/O skips hyper's boxed wrapper), then serves the WebSocket.
-async fn run_websocket<S>(upgraded: hyper::upgrade::Upgraded, open: OpenConnection)
-where
+async fn run_websocket<S>(
+    upgraded: hyper::upgrade::Upgraded,
+    open: OpenConnection,
+    budget: MemoryBudget,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let config = Some(open.settings.websocket);
@@ -180,20 +186,15 @@ where
             let hyper::upgrade::Parts { io, read_buf, .. } = parts;
             let leftover = read_buf.to_vec();
             drop(read_buf);
-            let ws = WebSocketStream::from_partially_read(
-                io.into_inner(),
-                leftover,
-                Role::Server,
-                config,
-            )
-            .await;
+            let (io, received) = BudgetedIo::new(io.into_inner(), budget);
+            let ws = WebSocketStream::from_partially_read(io, leftover, Role::Server, config).await;
             // Boxed, so the task does not also carry the fallback branch's states.
-            Box::pin(connection::serve(ws, open)).await;
+            Box::pin(connection::serve(ws, open, received)).await;
         }
         Err(upgraded) => {
-            let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, config)
-                .await;
-            Box::pin(connection::serve(ws, open)).await;
+            let (io, received) = BudgetedIo::new(TokioIo::new(upgraded), budget);
+            let ws = WebSocketStream::from_raw_socket(io, Role::Server, config).await;
+            Box::pin(connection::serve(ws, open, received)).await;
         }
     }
 }

@@ -5,9 +5,11 @@
 
 use std::time::Duration;
 
+use futures_util::{SinkExt, StreamExt};
 use switchboard_tests::{output_text, run_command, target_dir, TestConfig, TestServer};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn absurd_durations_are_refused_at_load() {
@@ -287,4 +289,125 @@ async fn a_client_over_its_rate_limits_is_closed_with_1008() {
     for _ in 0..200 {
         crate::util::next_text(&mut echo).await;
     }
+}
+
+/// The value of an unlabelled metric.
+async fn metric(server: &TestServer, name: &str) -> u64 {
+    let body = server.get("/_/metrics").await;
+    body.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {body}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reading_pauses_while_the_memory_budget_is_spent() {
+    let server = TestServer::start(TestConfig::new().server("memory_budget = \"4 MiB\"")).await;
+    // A client sends 3 MiB of a 10 MiB message and stalls: the server holds them.
+    let mut hog = TcpStream::connect(server.addr).await.unwrap();
+    hog.write_all(b"GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n").await.unwrap();
+    let mut header = vec![0x82, 0x80 | 127];
+    header.extend_from_slice(&(10u64 << 20).to_be_bytes());
+    header.extend_from_slice(&[0, 0, 0, 0]);
+    hog.write_all(&header).await.unwrap();
+    hog.write_all(&vec![0u8; 3 << 20]).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let used = metric(&server, "switchboard_memory_budget_used_bytes").await;
+        // All but what hyper read with the request (not counted).
+        if used >= (3 << 20) - (64 << 10) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the hog's bytes were never read: {used}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Another client's 1.5 MiB message is read up to the budget, then waits.
+    let (mut tx, mut rx) = server.ws("/echo").await.split();
+    let sending = tokio::spawn(async move {
+        tx.send(Message::binary(vec![1u8; 3 << 19])).await.unwrap();
+        tx
+    });
+    let early = tokio::time::timeout(Duration::from_secs(1), rx.next()).await;
+    assert!(early.is_err(), "the echo came while the budget was spent");
+    let used = metric(&server, "switchboard_memory_budget_used_bytes").await;
+    assert!(
+        (4 << 20..(4 << 20) + (256 << 10)).contains(&used),
+        "used {used}"
+    );
+    // The hog leaves; its bytes are given back and the waiting message goes through.
+    drop(hog);
+    let echo = tokio::time::timeout(Duration::from_secs(10), rx.next())
+        .await
+        .expect("no echo")
+        .unwrap()
+        .unwrap();
+    assert_eq!(echo.len(), 3 << 19);
+    drop((sending.await.unwrap(), rx));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while metric(&server, "switchboard_memory_budget_used_bytes").await != 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "bytes were not given back"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_message_beyond_the_memory_budget_closes_its_recipient_with_1013() {
+    let server =
+        TestServer::start(crate::kit::kit_config("").server("memory_budget = \"4 MiB\"")).await;
+    // Three clients that read nothing, sent 1 MiB messages until their
+    // sockets and then their queues fill.
+    let mut readers = Vec::new();
+    for _ in 0..3 {
+        readers.push(crate::kit::kit_client(&server, "/kit").await);
+    }
+    let (mut sender, _) = crate::kit::kit_client(&server, "/kit").await;
+    for _ in 0..40 {
+        for (_, id) in &readers {
+            crate::kit::call(
+                &mut sender,
+                serde_json::json!({"op": "send_size", "size": 1 << 20, "to": id}),
+            )
+            .await;
+        }
+        if metric(&server, "switchboard_memory_budget_refusals_total").await > 0 {
+            break;
+        }
+    }
+    assert!(metric(&server, "switchboard_memory_budget_refusals_total").await > 0);
+    let mut refused = 0;
+    for (mut ws, _) in readers {
+        loop {
+            match crate::util::next(&mut ws).await {
+                Message::Close(Some(frame)) => {
+                    if u16::from(frame.code) == 1013 {
+                        assert!(frame.reason.contains("memory budget"), "{frame:?}");
+                        refused += 1;
+                    }
+                    break;
+                }
+                Message::Close(None) => break,
+                _ => {}
+            }
+        }
+    }
+    assert!(refused > 0);
+    // Everything given back; the server serves on.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while metric(&server, "switchboard_memory_budget_used_bytes").await > 64 << 10 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "bytes were not given back"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (mut ws, _) = crate::kit::kit_client(&server, "/kit").await;
+    assert_eq!(
+        crate::kit::call(&mut ws, serde_json::json!({"op": "send", "text": "hi"})).await["ok"],
+        serde_json::Value::Null
+    );
 }

@@ -126,6 +126,9 @@ pub struct ServerConfig {
     pub outbound_queue_bytes: usize,
     /// Read buffer per WebSocket connection.
     pub read_buffer_size: usize,
+    /// Bytes all connections together may hold in messages being received
+    /// and queued (see `memory_budget`).
+    pub memory_budget: usize,
     /// Where the server keeps its plugin copies and control socket.
     pub runtime_dir: PathBuf,
     /// Reload by itself when the config or a plugin file changes.

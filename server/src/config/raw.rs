@@ -80,6 +80,7 @@ pub(super) struct RawServer {
     pub(super) outbound_queue: Option<Spanned<usize>>,
     pub(super) outbound_queue_bytes: Option<Spanned<ByteSize>>,
     pub(super) read_buffer_size: Option<Spanned<ByteSize>>,
+    pub(super) memory_budget: Option<Spanned<ByteSize>>,
     pub(super) runtime_dir: Option<PathBuf>,
     pub(super) watch: Option<bool>,
     pub(super) tls: Option<RawTls>,

@@ -292,6 +292,7 @@ fn validate_server(s: RawServer, base: &Path, check: &mut Checker<'_>) -> Server
             "outbound_queue_bytes",
         ),
         read_buffer_size: check.size_at_least(s.read_buffer_size, 256, 4096, "read_buffer_size"),
+        memory_budget: check.size_at_least(s.memory_budget, 1 << 20, 512 << 20, "memory_budget"),
         runtime_dir: s.runtime_dir.map_or_else(
             || crate::runtime_dir::default_for(source.path()),
             |dir| base.join(dir),

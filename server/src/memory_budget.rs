@@ -39,10 +39,11 @@ pub struct MemoryBudget {
 
 #[derive(Debug)]
 struct Inner {
-    used: AtomicUsize,
+    /// Bytes held now: the exported gauge's own atomic, so counting costs one
+    /// atomic operation and scraping reads it as is.
+    used: Gauge,
     /// Changed by a reload.
     limit: AtomicUsize,
-    used_gauge: Gauge,
     refusals: Counter,
 }
 
@@ -51,9 +52,8 @@ impl MemoryBudget {
     pub fn new(limit: usize, used_gauge: Gauge, refusals: Counter) -> Self {
         MemoryBudget {
             inner: Arc::new(Inner {
-                used: AtomicUsize::new(0),
+                used: used_gauge,
                 limit: AtomicUsize::new(limit),
-                used_gauge,
                 refusals,
             }),
         }
@@ -66,7 +66,7 @@ impl MemoryBudget {
 
     /// Bytes held now.
     pub fn used(&self) -> usize {
-        self.inner.used.load(Ordering::Relaxed)
+        usize::try_from(self.inner.used.get()).unwrap_or(0)
     }
 
     /// Sets the limit (a reload).
@@ -81,17 +81,17 @@ impl MemoryBudget {
 
     /// Takes `bytes` if they fit; counts a refusal if not.
     pub fn try_reserve(&self, bytes: usize) -> bool {
-        let limit = self.inner.limit.load(Ordering::Relaxed);
+        let limit = i64::try_from(self.inner.limit.load(Ordering::Relaxed)).unwrap_or(i64::MAX);
+        let bytes = i64::try_from(bytes).unwrap_or(i64::MAX);
         let taken = self
             .inner
             .used
+            .inner()
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| {
                 used.checked_add(bytes).filter(|total| *total <= limit)
             })
             .is_ok();
-        if taken {
-            self.report();
-        } else {
+        if !taken {
             self.inner.refusals.inc();
         }
         taken
@@ -99,21 +99,20 @@ impl MemoryBudget {
 
     /// Takes `bytes` that are already held (bytes read from a socket).
     fn force_reserve(&self, bytes: usize) {
-        self.inner.used.fetch_add(bytes, Ordering::Relaxed);
-        self.report();
+        if bytes > 0 {
+            self.inner
+                .used
+                .inc_by(i64::try_from(bytes).unwrap_or(i64::MAX));
+        }
     }
 
     /// Gives back `bytes` taken earlier.
     pub fn release(&self, bytes: usize) {
         if bytes > 0 {
-            self.inner.used.fetch_sub(bytes, Ordering::Relaxed);
-            self.report();
+            self.inner
+                .used
+                .dec_by(i64::try_from(bytes).unwrap_or(i64::MAX));
         }
-    }
-
-    fn report(&self) {
-        let used = i64::try_from(self.used()).unwrap_or(i64::MAX);
-        self.inner.used_gauge.set(used);
     }
 }
 

@@ -44,10 +44,10 @@ impl Default for CompareArgs {
 }
 
 /// A server process under test; killed on drop.
-struct ServerProcess {
+pub(crate) struct ServerProcess {
     name: &'static str,
     child: Child,
-    url: String,
+    pub(crate) url: String,
 }
 
 impl Drop for ServerProcess {
@@ -82,6 +82,56 @@ impl ServerProcess {
         })
     }
 
+    /// The release `switchboard` next to this executable, listening on a free
+    /// loopback port, with `server` lines added to `[server]` and `apps` after
+    /// it; `url` is its `ws://` base (no path).
+    pub(crate) fn switchboard(server: &str, apps: &str) -> anyhow::Result<ServerProcess> {
+        ServerProcess::switchboard_with(server, apps, false, "")
+    }
+
+    fn switchboard_with(
+        server: &str,
+        apps: &str,
+        pin: bool,
+        path: &str,
+    ) -> anyhow::Result<ServerProcess> {
+        let switchboard_bin = crate::sibling("switchboard");
+        anyhow::ensure!(
+            switchboard_bin.exists(),
+            "{} is missing: run cargo build --release --workspace",
+            switchboard_bin.display()
+        );
+        let plugin_dir = switchboard_bin.parent().expect("directory").to_owned();
+        let config = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nplugin_dir = {:?}\nmax_connections_per_ip = 0\n{server}\n{apps}",
+            plugin_dir.display().to_string(),
+        );
+        let config_path = std::env::temp_dir().join(format!(
+            "switchboard-bench-{}-{}.toml",
+            std::process::id(),
+            path.trim_start_matches('/')
+        ));
+        std::fs::write(&config_path, config)?;
+        let mut switchboard = server_command(&switchboard_bin, pin);
+        switchboard
+            .arg("--config")
+            .arg(&config_path)
+            .env("SWITCHBOARD_LOG", "warn");
+        let started = ServerProcess::start(
+            "switchboard",
+            switchboard,
+            "switchboard listening on http://",
+            path,
+        );
+        let _ = std::fs::remove_file(&config_path);
+        started
+    }
+
+    /// The process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// CPU time the process has used, in nanoseconds (sum over its threads, Linux).
     fn cpu_ns(&self) -> u64 {
         let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", self.child.id())) else {
@@ -95,7 +145,7 @@ impl ServerProcess {
     }
 
     /// Resident memory of the process in KiB (Linux).
-    fn rss_kib(&self) -> Option<u64> {
+    pub(crate) fn rss_kib(&self) -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
         status
             .lines()
@@ -130,30 +180,13 @@ fn start_servers(idle: usize, pin: bool) -> anyhow::Result<(ServerProcess, Serve
     baseline.arg("baseline");
     let baseline = ServerProcess::start("baseline", baseline, "listening on ", "/")?;
 
-    let switchboard_bin = crate::sibling("switchboard");
-    anyhow::ensure!(
-        switchboard_bin.exists(),
-        "{} is missing: run cargo build --release --workspace",
-        switchboard_bin.display()
-    );
-    let plugin_dir = switchboard_bin.parent().expect("directory").to_owned();
-    let config = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\nplugin_dir = {:?}\nmax_connections = {}\nmax_connections_per_ip = 0\nmessage_rate = 0\nbyte_rate = 0\n\n[[app]]\npath = \"/echo\"\nplugin = \"echo\"\n",
-        plugin_dir.display().to_string(),
-        idle + 1000
-    );
-    let config_path =
-        std::env::temp_dir().join(format!("switchboard-bench-{}.toml", std::process::id()));
-    std::fs::write(&config_path, config)?;
-    let mut switchboard = server_command(&switchboard_bin, pin);
-    switchboard
-        .arg("--config")
-        .arg(&config_path)
-        .env("SWITCHBOARD_LOG", "warn");
-    let switchboard = ServerProcess::start(
-        "switchboard",
-        switchboard,
-        "switchboard listening on http://",
+    let switchboard = ServerProcess::switchboard_with(
+        &format!(
+            "max_connections = {}\nmessage_rate = 0\nbyte_rate = 0\n",
+            idle + 1000
+        ),
+        "[[app]]\npath = \"/echo\"\nplugin = \"echo\"\n",
+        pin,
         "/echo",
     )?;
     Ok((baseline, switchboard))

@@ -9,6 +9,7 @@
 mod baseline;
 mod compare;
 mod load;
+mod soak;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -35,6 +36,9 @@ enum Command {
         #[command(flatten)]
         shape: load::Shape,
     },
+    /// Connections opening and closing on several apps for a long time;
+    /// prints the server's memory over time and any unexpected error.
+    Soak(soak::SoakArgs),
     /// Serve the bare tokio-tungstenite echo baseline.
     Baseline {
         /// Address to listen on.
@@ -53,6 +57,7 @@ fn main() -> anyhow::Result<()> {
         .unwrap_or(Command::Compare(compare::CompareArgs::default()))
     {
         Command::Compare(args) => compare::run(args),
+        Command::Soak(args) => soak::run(args),
         Command::Load { url, shape } => {
             let runtime = tokio::runtime::Runtime::new()?;
             let result = runtime.block_on(load::run(&url, &shape))?;

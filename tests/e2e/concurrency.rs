@@ -50,3 +50,38 @@ async fn shutdown_closes_every_connection_with_1001_and_exits_cleanly() {
     assert_eq!((code_a, code_b), (1001, 1001));
     assert!(status.success(), "exit status {status}");
 }
+
+/// The soak mode of the load generator, briefly: sessions on echo, chat, locks
+/// and hub open, talk and close for a few seconds without one unexpected error.
+/// (`docs/operations.md` reports a 10-minute run of it.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_short_soak_sees_no_unexpected_error() {
+    let output = tokio::process::Command::new(switchboard_tests::artifact("switchboard-bench"))
+        .args([
+            "soak",
+            "--duration",
+            "4s",
+            "--sample",
+            "2s",
+            "--workers",
+            "8",
+            "--messages",
+            "10",
+        ])
+        .kill_on_drop(true)
+        .output()
+        .await
+        .unwrap();
+    let text = switchboard_tests::output_text(&output);
+    assert!(output.status.success(), "{text}");
+    assert!(
+        text.contains(" messages, 0 errors; RSS after warm-up"),
+        "{text}"
+    );
+    let sessions: u64 = text
+        .split("soak done: ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next()?.parse().ok())
+        .unwrap_or(0);
+    assert!(sessions >= 20, "{text}");
+}

@@ -37,6 +37,7 @@
 pub mod abi;
 mod export;
 pub mod sdk;
+pub use sdk::testing;
 
 pub use abi::{ConnId, LogLevel};
 pub use sdk::{

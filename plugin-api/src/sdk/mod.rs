@@ -12,7 +12,8 @@
 //! - `push`: pushes from backends and the app's [`PushDecision`];
 //! - `shared`: [`Shared`], state behind a lock a panic does not poison;
 //! - `auth`: [`bearer_token`] and [`tokens_match`], for apps that check tokens;
-//! - `adapter`: the `catch_unwind` shims between an SDK app and the ABI.
+//! - `adapter`: the `catch_unwind` shims between an SDK app and the ABI;
+//! - [`testing`]: [`testing::TestHost`], an in-memory server for unit tests and fuzzing.
 
 mod adapter;
 mod app;
@@ -23,6 +24,7 @@ mod host;
 mod message;
 mod push;
 mod shared;
+pub mod testing;
 
 pub use crate::abi::{ConnId, HostErrorKind, LogLevel};
 #[doc(hidden)]

@@ -159,7 +159,8 @@ impl State {
     }
 }
 
-struct Chat {
+/// The chat app (exported to the server by `export_app!`; public for tests and fuzzing).
+pub struct Chat {
     host: Host,
     config: ChatConfig,
     state: Shared<State>,
@@ -480,6 +481,36 @@ mod tests {
         assert!(matches!(command, Command::Say { .. }));
         assert!(serde_json::from_str::<Command>(r#"{"type":"say","room":"a"}"#).is_err());
         assert!(serde_json::from_str::<Command>(r#"{"type":"dance"}"#).is_err());
+    }
+
+    #[test]
+    fn a_message_reaches_every_member_of_the_room_through_a_test_host() {
+        use switchboard_plugin_api::testing::TestHost;
+        let host = TestHost::new();
+        let chat = Chat::new(host.context("{}")).unwrap();
+        let (alice, bob) = (ConnId::from_bytes([1; 16]), ConnId::from_bytes([2; 16]));
+        for conn in [alice, bob] {
+            host.open(conn);
+            chat.on_open(conn).unwrap();
+            chat.on_message(conn, Message::Text(r#"{"type":"join","room":"lobby"}"#))
+                .unwrap();
+        }
+        host.take_sent();
+        chat.on_message(
+            alice,
+            Message::Text(r#"{"type":"say","room":"lobby","text":"hi"}"#),
+        )
+        .unwrap();
+        let sent = host.take_sent();
+        let to: Vec<ConnId> = sent.iter().map(|s| s.to).collect();
+        assert_eq!(to.len(), 2, "{sent:?}");
+        assert!(to.contains(&alice) && to.contains(&bob));
+        let message: serde_json::Value =
+            serde_json::from_str(sent[0].payload.text().unwrap()).unwrap();
+        assert_eq!(
+            (message["type"].as_str(), message["text"].as_str()),
+            (Some("message"), Some("hi"))
+        );
     }
 
     #[test]

@@ -217,7 +217,8 @@ impl FromIterator<(ConnId, Client)> for Clients {
     }
 }
 
-struct Hub {
+/// The hub app (exported to the server by `export_app!`; public for tests and fuzzing).
+pub struct Hub {
     host: Host,
     /// Whether the secret was generated here rather than configured.
     secret_generated: bool,

@@ -165,7 +165,8 @@ struct Outcome {
 /// each far below `max_message_size`.
 const SNAPSHOT_PAGE: usize = 500;
 
-struct Locks {
+/// The locks app (exported to the server by `export_app!`; public for tests and fuzzing).
+pub struct Locks {
     host: Host,
     config: LocksConfig,
     state: Shared<State>,

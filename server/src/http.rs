@@ -1,6 +1,7 @@
 //! HTTP/1.1 on one accepted connection (hyper), and routing by path: a mounted
 //! app's path is a WebSocket endpoint, the push path (`/_/push`) is the push
 //! API, `/_/health`, `/_/metrics` and `/_/apps` report the server's state,
+//! `/_/admin` is the operator's page,
 //! files under `static_dir` are pages (also on an app's path, for requests
 //! that are not upgrades), anything else is 404.
 
@@ -130,6 +131,9 @@ where
         None => {}
     }
     let config = &routes.config;
+    if crate::admin::is_admin_path(&config.admin, &path) {
+        return crate::admin::handle(request, client, server).await;
+    }
     if path == config.push.path {
         return crate::push::handle(request, client, server).await;
     }

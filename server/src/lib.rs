@@ -14,6 +14,7 @@
 //!   per connection, and the shutdown sequence.
 //! - [`control`]: what asks for a reload: SIGHUP, the control socket, `--watch`.
 //! - [`http`]: hyper on each connection; routing by path.
+//! - [`admin`]: the operator's page `/_/admin`: apps, rates, failures, reload.
 //! - [`upgrade`]: RFC 6455 handshake checks, the app's verdict, the 101, and
 //!   the WebSocket session that follows (registry entry, stream, task).
 //! - [`push`]: the push API, for backends to reach connections, groups, apps.
@@ -44,6 +45,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod callback_scope;
 pub mod client_addr;
 pub mod coarse_clock;

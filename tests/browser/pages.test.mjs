@@ -198,6 +198,40 @@ test('index: every app is listed from the server, with no console error', async 
   await context.close();
 });
 
+test('admin: apps with live connection counts and rates, and a reload from the button', async () => {
+  const context = await browser.newContext({ viewport: { width: 1100, height: 800 } });
+  const page = await context.newPage();
+  const problems = [];
+  page.on('pageerror', (error) => problems.push(`page error: ${error.message}`));
+  page.on('console', (message) => {
+    if (message.type() === 'error') problems.push(`console: ${message.text()}`);
+  });
+  await page.goto(server.url + '/_/admin');
+  await page.locator('tr[data-app="/echo"]').waitFor();
+  assert.equal(await page.locator('#apps tr').count(), 7);
+  assert.match(await page.locator('tr[data-app="/echo"] .plugin').textContent(), /^echo \d+\.\d+\.\d+$/);
+  assert.equal(await page.locator('#status').textContent(), 'ok');
+  // A client sending on /echo shows as a connection and as messages per second.
+  const other = await open('/echo.html');
+  await other.page.locator('#status.open').waitFor();
+  await page.locator('tr[data-app="/echo"] .conns', { hasText: /^[1-9]/ }).waitFor();
+  const sending = setInterval(() => other.page.click('#send').catch(() => {}), 50);
+  try {
+    await other.page.fill('#input', 'tick');
+    await page.locator('tr[data-app="/echo"] .in', { hasText: /^[1-9]/ }).waitFor({ timeout: 15000 });
+  } finally {
+    clearInterval(sending);
+  }
+  assert.equal(await page.locator('tr[data-app="/echo"] canvas').count(), 1);
+  await page.click('#reload');
+  await page.locator('#reload-result', { hasText: /^reloaded\n/ }).waitFor();
+  assert.match(await page.locator('#reload-result').textContent(), /unchanged: .*\/echo/);
+  await shoot(page, 'admin');
+  assert.deepEqual(problems, []);
+  await other.context.close();
+  await context.close();
+});
+
 test('clock: ticks arrive, pause stops them and resume brings them back', async () => {
   const { context, page } = await open('/clock.html');
   await page.locator('#status.open').waitFor();

@@ -1,11 +1,12 @@
 //! `/_/metrics` scraped and parsed with a Prometheus text parser, after
-//! traffic whose counts are known; `/_/health`; and their allow-lists.
+//! traffic whose counts are known; `/_/health`; `/_/admin`; and their
+//! allow-lists.
 
 use std::time::Duration;
 
 use futures_util::SinkExt;
 use serde_json::json;
-use switchboard_tests::TestServer;
+use switchboard_tests::{TestConfig, TestServer};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::kit::kit_config;
@@ -227,5 +228,124 @@ async fn the_app_list_names_paths_plugins_and_pages() {
              "description": body["apps"][1]["description"], "page": null},
         ]),
         "{body}"
+    );
+}
+
+const ADMIN_TOKEN: &str = "an-admin-token-of-some-length";
+
+async fn admin_get(server: &TestServer, path: &str, auth: Option<&str>) -> String {
+    let auth = auth.map_or(String::new(), |token| {
+        format!("Authorization: Bearer {token}\r\n")
+    });
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n{auth}\r\n",
+        server.addr
+    );
+    server.raw(request.as_bytes(), Duration::from_secs(5)).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_admin_page_shows_apps_and_failures_and_reloads_with_its_token() {
+    let server = TestServer::start(TestConfig::new().apps(&format!(
+        "[admin]\ntoken = \"{ADMIN_TOKEN}\"\n\n[[app]]\npath = \"/kit\"\nplugin = \"fixture_testkit\"\n"
+    )))
+    .await;
+    // The token, from the query or the Authorization header; nothing without it.
+    for (path, auth) in [
+        ("/_/admin", None),
+        ("/_/admin?token=wrong", None),
+        ("/_/admin/state", Some("wrong")),
+    ] {
+        let response = admin_get(&server, path, auth).await;
+        assert!(response.starts_with("HTTP/1.1 401"), "{path}: {response}");
+    }
+    let page = admin_get(&server, &format!("/_/admin?token={ADMIN_TOKEN}"), None).await;
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    assert!(page.contains("<title>Switchboard admin</title>"), "{page}");
+    assert!(
+        page.to_ascii_lowercase()
+            .contains("content-security-policy: default-src 'none'"),
+        "{page}"
+    );
+    // A panic in a callback shows among the failures, with the app's counters.
+    let (mut ws, _) = crate::kit::kit_client(&server, "/kit").await;
+    crate::util::send_text(&mut ws, r#"{"op":"panic"}"#).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let kit = loop {
+        let response = admin_get(&server, "/_/admin/state", Some(ADMIN_TOKEN)).await;
+        let body = response.split("\r\n\r\n").nth(1).unwrap_or("");
+        let state: serde_json::Value = serde_json::from_str(body).expect(&response);
+        let kit = state["apps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|app| app["name"] == "/kit")
+            .cloned()
+            .expect("the /kit app");
+        if !kit["failures"].as_array().unwrap().is_empty() {
+            assert_eq!(state["health"]["apps"]["/kit"]["plugin"], "fixture-testkit");
+            break kit;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no failure: {kit}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(kit["failures"][0]["panicked"], true, "{kit}");
+    assert_eq!(kit["failures"][0]["callback"], "on_message", "{kit}");
+    assert!(kit["messages_in"].as_u64().unwrap() >= 2, "{kit}");
+    // Reload: a POST with the token; never from another site's page.
+    let auth = format!("Bearer {ADMIN_TOKEN}");
+    let (status, body) = server
+        .post(
+            "/_/admin/reload",
+            &[("Authorization", &auth), ("Origin", "https://evil.example")],
+            "",
+        )
+        .await;
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = server.post("/_/admin/reload", &[], "").await;
+    assert_eq!(status, 401, "{body}");
+    let (status, body) = server
+        .post("/_/admin/reload", &[("Authorization", &auth)], "")
+        .await;
+    assert_eq!(
+        (status, &body["ok"]),
+        (200, &serde_json::json!(true)),
+        "{body}"
+    );
+    assert!(
+        body["text"].as_str().unwrap().contains("unchanged: /kit"),
+        "{body}"
+    );
+    let wrong_method = admin_get(&server, "/_/admin/reload", Some(ADMIN_TOKEN)).await;
+    assert!(wrong_method.starts_with("HTTP/1.1 405"), "{wrong_method}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_admin_page_is_loopback_only_unless_a_token_is_set() {
+    // A client behind a trusted proxy, from another machine: refused.
+    let server =
+        TestServer::start(TestConfig::new().server("trusted_proxies = [\"127.0.0.1\"]")).await;
+    let request = format!(
+        "GET /_/admin HTTP/1.1\r\nHost: {}\r\nX-Forwarded-For: 203.0.113.9\r\nConnection: close\r\n\r\n",
+        server.addr
+    );
+    let response = server.raw(request.as_bytes(), Duration::from_secs(5)).await;
+    assert!(response.starts_with("HTTP/1.1 403"), "{response}");
+    assert!(admin_get(&server, "/_/admin", None)
+        .await
+        .starts_with("HTTP/1.1 200"));
+    // Opening it to other machines without a token is a config error.
+    let config = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nplugin_dir = {:?}\n[admin]\nallowed_ips = [\"0.0.0.0/0\"]\n",
+        switchboard_tests::target_dir().display().to_string()
+    );
+    let output = switchboard_tests::run_command(&["check"], &config).await;
+    let text = switchboard_tests::output_text(&output);
+    assert!(!output.status.success(), "{text}");
+    assert!(
+        text.contains(
+            "switchboard.toml:5:16: admin.allowed_ips lets other machines in: set admin.token too"
+        ),
+        "{text}"
     );
 }

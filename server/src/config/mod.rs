@@ -38,6 +38,8 @@ pub struct Config {
     pub metrics: EndpointConfig,
     /// `/_/apps` (`[app_list]`): the mounted apps and their pages, for the index page.
     pub app_list: EndpointConfig,
+    /// `/_/admin` (`[admin]`): the operator's page.
+    pub admin: AdminConfig,
     /// The apps to mount, in file order.
     pub apps: Vec<AppConfig>,
     /// `[log]`: how the server logs.
@@ -77,6 +79,15 @@ pub struct EndpointConfig {
     pub path: String,
     /// Addresses allowed to ask (the rest get 403).
     pub allowed_ips: Vec<ipnet::IpNet>,
+}
+
+/// The operator's page (`[admin]`).
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    /// Its path (the page; its data under `<path>/state`, reload at `<path>/reload`).
+    pub endpoint: EndpointConfig,
+    /// A token the operator must give (`?token=` or `Authorization: Bearer`), if set.
+    pub token: Option<String>,
 }
 
 /// The default push path.

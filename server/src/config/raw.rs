@@ -25,6 +25,8 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) app_list: RawEndpoint,
     #[serde(default)]
+    pub(super) admin: RawAdmin,
+    #[serde(default)]
     pub(super) log: RawLog,
     #[serde(default)]
     pub(super) app: Vec<RawApp>,
@@ -36,6 +38,15 @@ pub(super) struct RawConfig {
 pub(super) struct RawEndpoint {
     pub(super) path: Option<Spanned<String>>,
     pub(super) allowed_ips: Option<Vec<Spanned<String>>>,
+}
+
+/// `[admin]`: the operator's page.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAdmin {
+    pub(super) path: Option<Spanned<String>>,
+    pub(super) allowed_ips: Option<Vec<Spanned<String>>>,
+    pub(super) token: Option<Spanned<String>>,
 }
 
 /// `[log]`.

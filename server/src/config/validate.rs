@@ -12,12 +12,12 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::mounts::Located;
-use super::raw::{RawApp, RawConfig, RawEndpoint, RawPush, RawServer};
+use super::raw::{RawAdmin, RawApp, RawConfig, RawEndpoint, RawPush, RawServer};
 use super::source::{ConfigProblem, SourceFile};
 use super::units::{ByteSize, HumanDuration};
 use super::{
-    parse_ip_net, AppConfig, Config, EndpointConfig, PluginSpec, PushConfig, ReloadMode,
-    ServerConfig, TlsConfig, DEFAULT_INFO_HEADERS, RESERVED_PREFIX,
+    parse_ip_net, AdminConfig, AppConfig, Config, EndpointConfig, PluginSpec, PushConfig,
+    ReloadMode, ServerConfig, TlsConfig, DEFAULT_INFO_HEADERS, RESERVED_PREFIX,
 };
 use crate::rate::RateLimits;
 
@@ -230,8 +230,10 @@ pub(super) fn validate(
         &["0.0.0.0/0", "::/0"],
         &mut check,
     );
+    let (admin, admin_span) = validate_admin(raw.admin, &mut check);
     check_endpoint_clashes(
         &[
+            ("admin.path", &admin.endpoint.path, admin_span),
             ("push.path", &push.path, push_span),
             ("health.path", &health.path, health_span),
             ("metrics.path", &metrics.path, metrics_span),
@@ -249,6 +251,7 @@ pub(super) fn validate(
         health,
         metrics,
         app_list,
+        admin,
         apps,
     }
 }
@@ -460,6 +463,46 @@ fn validate_endpoint(
     let (path, span) = check.endpoint_path(raw.path, &format!("{name}.path"), default_path);
     let allowed_ips = check.ip_nets(raw.allowed_ips, default_ips);
     (EndpointConfig { path, allowed_ips }, span)
+}
+
+/// `[admin]`: loopback only by default; other addresses only with a token.
+fn validate_admin(raw: RawAdmin, check: &mut Checker<'_>) -> (AdminConfig, Option<Span>) {
+    let ips_span = raw
+        .allowed_ips
+        .as_ref()
+        .and_then(|ips| ips.first().map(Spanned::span));
+    let (endpoint, span) = validate_endpoint(
+        RawEndpoint {
+            path: raw.path,
+            allowed_ips: raw.allowed_ips,
+        },
+        "admin",
+        "/_/admin",
+        &["127.0.0.0/8", "::1"],
+        check,
+    );
+    let token = match raw.token {
+        Some(token) if token.get_ref().len() < 16 => {
+            check.report(
+                Some(token.span()),
+                "admin.token must be at least 16 characters",
+            );
+            None
+        }
+        Some(token) => Some(token.into_inner()),
+        None => None,
+    };
+    let beyond_loopback = endpoint
+        .allowed_ips
+        .iter()
+        .any(|net| !net.network().is_loopback());
+    if beyond_loopback && token.is_none() {
+        check.report(
+            ips_span,
+            "admin.allowed_ips lets other machines in: set admin.token too",
+        );
+    }
+    (AdminConfig { endpoint, token }, span)
 }
 
 /// `[push]`, and the proxies its old `trusted_proxies` key names (they now

@@ -8,6 +8,7 @@
 //! with 1011 and every other connection carries on. A reload may replace an
 //! app's instance while its connections stay (see [`super::mount`]).
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -73,8 +74,12 @@ pub struct LastFailure {
 struct CallbackHealth {
     /// Per callback (as in [`CALLBACKS`]): failures since its last success.
     failures_in_a_row: [AtomicU32; CALLBACKS.len()],
-    last_failure: Mutex<Option<LastFailure>>,
+    /// The last [`RECENT_FAILURES`] failures, oldest first.
+    recent_failures: Mutex<VecDeque<LastFailure>>,
 }
+
+/// How many failures an instance remembers (for `/_/admin`).
+pub const RECENT_FAILURES: usize = 20;
 
 /// One app instance: what a plugin's constructor returned.
 pub struct AppInstance {
@@ -167,10 +172,22 @@ impl AppInstance {
     /// The most recent callback failure, if any.
     pub fn last_failure(&self) -> Option<LastFailure> {
         self.health
-            .last_failure
+            .recent_failures
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .clone()
+            .back()
+            .cloned()
+    }
+
+    /// The last few callback failures, oldest first.
+    pub fn recent_failures(&self) -> Vec<LastFailure> {
+        self.health
+            .recent_failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect()
     }
 
     fn check<T>(
@@ -190,14 +207,20 @@ impl AppInstance {
         r.into_result().map_err(|e| {
             let failure = CallbackFailure { callback, panicked: e.panicked, message: e.message.into_string() };
             failures.fetch_add(1, Ordering::Relaxed);
-            *self.health.last_failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(LastFailure {
-                callback,
-                message: failure.message.clone(),
-                panicked: failure.panicked,
-                at_unix_seconds: SystemTime::now()
-                    .duration_since(SystemTime::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs()),
-            });
+            {
+                let mut recent = self.health.recent_failures.lock().unwrap_or_else(|e| e.into_inner());
+                if recent.len() == RECENT_FAILURES {
+                    recent.pop_front();
+                }
+                recent.push_back(LastFailure {
+                    callback,
+                    message: failure.message.clone(),
+                    panicked: failure.panicked,
+                    at_unix_seconds: SystemTime::now()
+                        .duration_since(SystemTime::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs()),
+                });
+            }
             let app = &*self.app_path;
             let conn = conn.map(|c| c.to_string());
             self.metrics.callback_failed(app, callback, failure.panicked);

@@ -300,6 +300,28 @@ fn field_of(path: &serde_path_to_error::Path) -> String {
 }
 
 fn parse(item: &Value, server: &Server) -> Result<Push, PushError> {
+    let PushItem { to, message } = parse_item(item)?;
+    let (app, target) = parse_target(to, server)?;
+    Ok(Push {
+        app,
+        target,
+        message,
+    })
+}
+
+/// One push of a request body, checked as far as it can be without the
+/// server's apps (which `parse_target` looks up).
+pub struct PushItem {
+    to: TargetBody,
+    message: Message,
+}
+
+/// Checks one push of a request body: its fields, and its message (text, any
+/// JSON value, or base64 `binary`).
+///
+/// # Errors
+/// A 400 naming the field at fault.
+pub fn parse_item(item: &Value) -> Result<PushItem, PushError> {
     let body: PushBody = serde_path_to_error::deserialize(item).map_err(|error| {
         let field = field_of(error.path());
         if field.is_empty() && !item.is_object() {
@@ -318,7 +340,6 @@ fn parse(item: &Value, server: &Server) -> Result<Push, PushError> {
     let Some(to) = body.to else {
         return Err(PushError::bad("to", "missing \"to\": {\"client\": id} or {\"app\": path} or {\"app\": path, \"group\": name}"));
     };
-    let (app, target) = parse_target(to, server)?;
     let message = match (body.message, body.binary) {
         (Some(_), Some(_)) => {
             return Err(PushError::bad(
@@ -344,11 +365,7 @@ fn parse(item: &Value, server: &Server) -> Result<Push, PushError> {
             }
         },
     };
-    Ok(Push {
-        app,
-        target,
-        message,
-    })
+    Ok(PushItem { to, message })
 }
 
 /// The app a push goes to and who in it.

@@ -117,7 +117,7 @@ pub struct Routes {
     /// Path (as written, patterns too) → its apps.
     paths: HashMap<String, PathApps>,
     /// Request path → the path it matches.
-    router: matchit::Router<String>,
+    table: PathTable,
     /// App name → its demo page under `static_dir`.
     pages: HashMap<String, String>,
     /// Settings every new WebSocket connection takes.
@@ -128,13 +128,12 @@ impl Routes {
     /// Builds the routes of `config` over already mounted apps (in config order).
     pub fn new(config: Arc<Config>, mounts: Vec<Arc<MountedApp>>) -> Self {
         let mut paths: HashMap<String, PathApps> = HashMap::new();
-        let mut router = matchit::Router::new();
+        let mut table = PathTable::default();
         for mount in &mounts {
             let settings = mount.settings();
             for path in &settings.paths {
                 let entry = paths.entry(path.clone()).or_insert_with(|| {
-                    // The config refused ambiguous patterns already.
-                    let _ = router.insert(path.clone(), path.clone());
+                    table.insert(path);
                     PathApps::default()
                 });
                 entry.all.push(mount.clone());
@@ -152,7 +151,7 @@ impl Routes {
             config,
             mounts,
             paths,
-            router,
+            table,
             pages,
         }
     }
@@ -162,13 +161,8 @@ impl Routes {
     /// # Errors
     /// A pattern matched, but what it captured cannot be handed to an app.
     pub fn lookup(&self, path: &str) -> Option<Result<Matched<'_>, BadCapture>> {
-        let found = self.router.at(path).ok()?;
-        let apps = self.paths.get(found.value)?;
-        let params: Result<Vec<(String, String)>, BadCapture> = found
-            .params
-            .iter()
-            .map(|(name, raw)| decode(name, raw).map(|value| (name.to_owned(), value)))
-            .collect();
+        let (pattern, params) = self.table.find(path)?;
+        let apps = self.paths.get(pattern)?;
         Some(params.map(|params| Matched { apps, params }))
     }
 
@@ -190,6 +184,39 @@ impl Routes {
     /// An app's demo page under `static_dir`, if it has one.
     pub fn page(&self, name: &str) -> Option<&String> {
         self.pages.get(name)
+    }
+}
+
+/// What a pattern captured from a request path: (name, decoded value).
+pub type Captures = Vec<(String, String)>;
+
+/// The mounted paths and patterns (matchit), and what a request path
+/// captures from them, decoded and checked.
+#[derive(Debug, Default)]
+pub struct PathTable {
+    router: matchit::Router<String>,
+}
+
+impl PathTable {
+    /// Adds a path or pattern (the config has refused ambiguous ones already;
+    /// one that still does not fit is left out).
+    pub fn insert(&mut self, pattern: &str) {
+        let _ = self.router.insert(pattern, pattern.to_owned());
+    }
+
+    /// The pattern a request path (raw, as the request line has it) matches,
+    /// and its captures, percent-decoded.
+    ///
+    /// # Errors
+    /// A capture is not UTF-8, or holds an empty, `.` or `..` segment.
+    pub fn find(&self, path: &str) -> Option<(&str, Result<Captures, BadCapture>)> {
+        let found = self.router.at(path).ok()?;
+        let params = found
+            .params
+            .iter()
+            .map(|(name, raw)| decode(name, raw).map(|value| (name.to_owned(), value)))
+            .collect();
+        Some((found.value.as_str(), params))
     }
 }
 

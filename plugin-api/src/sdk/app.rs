@@ -3,7 +3,7 @@
 
 use serde::de::DeserializeOwned;
 
-use super::{Accept, ConnId, Handshake, Host, Message, Push, PushDecision, Reject};
+use super::{Accept, ConnId, Handshake, Host, LogLevel, Message, Push, PushDecision, Reject};
 
 /// The error type of app callbacks and constructors: any error converts into it with `?`.
 pub type Error = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -45,6 +45,26 @@ impl Context {
     /// read the previous version's format too, or start empty.
     pub fn saved_state(&self) -> Option<&[u8]> {
         self.saved_state.as_deref()
+    }
+
+    /// The saved state ([`Context::saved_state`]) read as JSON, if there is
+    /// some and `readable` accepts it (say, its version field is one this
+    /// build reads). State that is there but unreadable is logged as a warning
+    /// and `None` is returned: start empty rather than fail.
+    pub fn saved_state_json<T: DeserializeOwned>(
+        &self,
+        readable: impl FnOnce(&T) -> bool,
+    ) -> Option<T> {
+        match serde_json::from_slice::<T>(self.saved_state.as_deref()?) {
+            Ok(state) if readable(&state) => Some(state),
+            _ => {
+                self.host.log(
+                    LogLevel::WARN,
+                    "the state saved by the previous instance is not in a format this version reads; starting empty",
+                );
+                None
+            }
+        }
     }
 
     /// The app's config as JSON text.

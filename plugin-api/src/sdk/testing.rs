@@ -318,3 +318,27 @@ impl abi::Host for TestHost {
         RResult::ROk(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn saved_state_json_reads_what_it_accepts_and_warns_about_the_rest() {
+        let host = TestHost::new();
+        let read = |bytes: Option<&[u8]>| {
+            host.context_with_state("{}", bytes.map(<[u8]>::to_vec))
+                .saved_state_json(|version: &u32| *version == 1)
+        };
+        assert_eq!(read(None), None);
+        assert!(host.take_logs().is_empty());
+        assert_eq!(read(Some(b"1")), Some(1));
+        assert!(host.take_logs().is_empty());
+        for unreadable in [&b"2"[..], b"not json"] {
+            assert_eq!(read(Some(unreadable)), None);
+            let logs = host.take_logs();
+            assert_eq!(logs.len(), 1);
+            assert_eq!(logs[0].0, LogLevel::WARN);
+        }
+    }
+}

@@ -15,8 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use switchboard_plugin_api::sdk::{bearer_token, tokens_match};
 use switchboard_plugin_api::{
-    export_app, Accept, App, ConnId, Context, Error, Handshake, Host, LogLevel, Message, Reject,
-    Shared,
+    export_app, Accept, App, ConnId, Context, Error, Handshake, Host, Message, Reject, Shared,
 };
 
 /// The `[app.config]` table.
@@ -364,20 +363,11 @@ impl App for Chat {
         if config.auth_token.as_deref() == Some("") {
             return Err("auth_token must not be empty (leave it out to allow everyone)".into());
         }
-        let state = match context
-            .saved_state()
-            .map(serde_json::from_slice::<SavedState>)
-        {
-            Some(Ok(saved)) if saved.version == 1 => State::restore(saved, config.history),
-            Some(_) => {
-                context.host.log(
-                    LogLevel::WARN,
-                    "the state saved by the previous instance is not in a format this version reads; starting empty",
-                );
-                State::default()
-            }
-            None => State::default(),
-        };
+        let state = context
+            .saved_state_json(|saved: &SavedState| saved.version == 1)
+            .map_or_else(State::default, |saved| {
+                State::restore(saved, config.history)
+            });
         Ok(Chat {
             host: context.host,
             config,

@@ -394,20 +394,7 @@ impl App for Hub {
             })?),
             (None, None) => None,
         };
-        let saved = match context
-            .saved_state()
-            .map(serde_json::from_slice::<SavedState>)
-        {
-            Some(Ok(saved)) if saved.version == 1 => Some(saved),
-            Some(_) => {
-                context.host.log(
-                    LogLevel::WARN,
-                    "the state saved by the previous instance is not in a format this version reads; starting empty",
-                );
-                None
-            }
-            None => None,
-        };
+        let saved = context.saved_state_json(|saved: &SavedState| saved.version == 1);
         let previous_secret = saved
             .as_ref()
             .and_then(|s| s.generated_secret.as_deref())

@@ -14,9 +14,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use switchboard_plugin_api::{
-    export_app, App, ConnId, Context, Error, Host, LogLevel, Message, Shared,
-};
+use switchboard_plugin_api::{export_app, App, ConnId, Context, Error, Host, Message, Shared};
 
 /// The `[app.config]` table.
 #[derive(Debug, Deserialize)]
@@ -422,20 +420,9 @@ impl App for Locks {
                 "max_ids, max_locks, max_id_length and max_user_length must be at least 1".into(),
             );
         }
-        let state = match context
-            .saved_state()
-            .map(serde_json::from_slice::<SavedState>)
-        {
-            Some(Ok(saved)) if saved.version == 1 => State::restore(saved),
-            Some(_) => {
-                context.host.log(
-                    LogLevel::WARN,
-                    "the state saved by the previous instance is not in a format this version reads; starting empty",
-                );
-                State::default()
-            }
-            None => State::default(),
-        };
+        let state = context
+            .saved_state_json(|saved: &SavedState| saved.version == 1)
+            .map_or_else(State::default, State::restore);
         Ok(Locks {
             host: context.host,
             config,

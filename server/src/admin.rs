@@ -93,19 +93,10 @@ fn refusal<B>(
     request: &Request<B>,
     client: SocketAddr,
 ) -> Option<FullResponse> {
-    if !config
-        .endpoint
-        .allowed_ips
-        .iter()
-        .any(|net| net.contains(&client.ip()))
-    {
-        return Some(response::text(
-            StatusCode::FORBIDDEN,
-            format!(
-                "{} is not allowed from {}\n",
-                config.endpoint.path,
-                client.ip()
-            ),
+    if !config.endpoint.allows(client.ip()) {
+        return Some(response::not_allowed_from(
+            &config.endpoint.path,
+            client.ip(),
         ));
     }
     let token = config.token.as_ref()?;
@@ -115,23 +106,21 @@ fn refusal<B>(
         .and_then(|v| v.to_str().ok())
         .and_then(bearer_token);
     let from_query = request.uri().query().and_then(|query| {
-        query
+        let raw = query
             .split('&')
-            .find_map(|pair| pair.strip_prefix("token="))
+            .find_map(|pair| pair.strip_prefix("token="))?;
+        percent_encoding::percent_decode_str(raw).decode_utf8().ok()
     });
-    let given = from_header.or(from_query).unwrap_or("");
-    if tokens_match(given, token) {
-        None
-    } else {
-        let mut refusal = response::text(
+    let given = from_header
+        .map(std::borrow::Cow::Borrowed)
+        .or(from_query)
+        .unwrap_or_default();
+    (!tokens_match(&given, token)).then(|| {
+        response::asking_for_bearer(response::text(
             StatusCode::UNAUTHORIZED,
             "the admin token is required (?token= or Authorization: Bearer)\n",
-        );
-        refusal
-            .headers_mut()
-            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        Some(refusal)
-    }
+        ))
+    })
 }
 
 /// No `Origin` (not a browser), or one naming this server.

@@ -165,16 +165,9 @@ fn guarded(
     peer: SocketAddr,
     answer: impl FnOnce() -> FullResponse,
 ) -> FullResponse {
-    if endpoint
-        .allowed_ips
-        .iter()
-        .any(|net| net.contains(&peer.ip()))
-    {
+    if endpoint.allows(peer.ip()) {
         answer()
     } else {
-        response::text(
-            StatusCode::FORBIDDEN,
-            format!("{} is not allowed from {}\n", endpoint.path, peer.ip()),
-        )
+        response::not_allowed_from(&endpoint.path, peer.ip())
     }
 }

@@ -178,14 +178,10 @@ async fn answer(
             .and_then(bearer_token)
             .unwrap_or("");
         if !tokens_match(given, token) {
-            let mut response = error_response(
+            return response::asking_for_bearer(error_response(
                 StatusCode::UNAUTHORIZED,
                 "a valid bearer token is required (Authorization: Bearer <token>)",
-            );
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            return response;
+            ));
         }
     }
     let too_large = || {

@@ -28,3 +28,20 @@ pub fn with_type(status: StatusCode, body: Bytes, content_type: &'static str) ->
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
 }
+
+/// 403 for a server endpoint its allow-list keeps from `ip`.
+pub fn not_allowed_from(path: &str, ip: std::net::IpAddr) -> FullResponse {
+    text(
+        StatusCode::FORBIDDEN,
+        format!("{path} is not allowed from {ip}\n"),
+    )
+}
+
+/// `response`, as a 401 that asks for a bearer token (`WWW-Authenticate: Bearer`).
+pub fn asking_for_bearer(mut response: FullResponse) -> FullResponse {
+    *response.status_mut() = StatusCode::UNAUTHORIZED;
+    response
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    response
+}

@@ -296,12 +296,8 @@ async fn a_client_over_its_rate_limits_is_closed_with_1008() {
     }
 }
 
-/// The value of an unlabelled metric.
 async fn metric(server: &TestServer, name: &str) -> u64 {
-    let body = server.get("/_/metrics").await;
-    body.lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in {body}"))
+    crate::metrics::metric(server, name, &[]).await
 }
 
 #[tokio::test(flavor = "multi_thread")]

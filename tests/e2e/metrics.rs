@@ -12,7 +12,7 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::kit::kit_config;
 use crate::util::{expect_close, next, send_text};
 
-fn value_of(
+pub(crate) fn value_of(
     scrape: &prometheus_parse::Scrape,
     metric: &str,
     labels: &[(&str, &str)],
@@ -29,7 +29,13 @@ fn value_of(
         })
 }
 
-async fn scrape_metrics(server: &TestServer) -> prometheus_parse::Scrape {
+/// One sample's value, scraped now (panics if it is not there).
+pub(crate) async fn metric(server: &TestServer, name: &str, labels: &[(&str, &str)]) -> u64 {
+    let scrape = scrape_metrics(server).await;
+    value_of(&scrape, name, labels).unwrap_or_else(|| panic!("no {name} {labels:?}")) as u64
+}
+
+pub(crate) async fn scrape_metrics(server: &TestServer) -> prometheus_parse::Scrape {
     let response = server.get("/_/metrics").await;
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     assert!(
@@ -262,6 +268,10 @@ async fn the_admin_page_shows_apps_and_failures_and_reloads_with_its_token() {
     let page = admin_get(&server, &format!("/_/admin?token={ADMIN_TOKEN}"), None).await;
     assert!(page.starts_with("HTTP/1.1 200"), "{page}");
     assert!(page.contains("<title>Switchboard admin</title>"), "{page}");
+    // Percent-encoded in the query, as a browser may send it.
+    let encoded = ADMIN_TOKEN.replace('-', "%2D");
+    let page_again = admin_get(&server, &format!("/_/admin?token={encoded}"), None).await;
+    assert!(page_again.starts_with("HTTP/1.1 200"), "{page_again}");
     assert!(
         page.to_ascii_lowercase()
             .contains("content-security-policy: default-src 'none'"),

@@ -81,6 +81,13 @@ pub struct EndpointConfig {
     pub allowed_ips: Vec<ipnet::IpNet>,
 }
 
+impl EndpointConfig {
+    /// Whether a client at `ip` may ask.
+    pub fn allows(&self, ip: std::net::IpAddr) -> bool {
+        self.allowed_ips.iter().any(|net| net.contains(&ip))
+    }
+}
+
 /// The operator's page (`[admin]`).
 #[derive(Debug, Clone)]
 pub struct AdminConfig {

@@ -83,18 +83,16 @@ impl MemoryBudget {
     pub fn try_reserve(&self, bytes: usize) -> bool {
         let limit = i64::try_from(self.inner.limit.load(Ordering::Relaxed)).unwrap_or(i64::MAX);
         let bytes = i64::try_from(bytes).unwrap_or(i64::MAX);
-        let taken = self
-            .inner
-            .used
-            .inner()
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| {
-                used.checked_add(bytes).filter(|total| *total <= limit)
-            })
-            .is_ok();
-        if !taken {
-            self.inner.refusals.inc();
+        // One atomic add, undone when it went over: no compare-and-swap loop
+        // for the many senders that fit (near the limit, two senders racing
+        // may both be refused where one would have fit).
+        let before = self.inner.used.inc_by(bytes);
+        if before.saturating_add(bytes) <= limit {
+            return true;
         }
-        taken
+        self.inner.used.dec_by(bytes);
+        self.inner.refusals.inc();
+        false
     }
 
     /// Takes `bytes` that are already held (bytes read from a socket).

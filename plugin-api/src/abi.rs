@@ -225,6 +225,11 @@ impl HostErrorKind {
     pub const SHUT_DOWN: HostErrorKind = HostErrorKind(3);
     /// An argument was refused (for example a close code that may not be sent).
     pub const INVALID_ARGUMENT: HostErrorKind = HostErrorKind(4);
+    /// The connection is held by another node of a cluster, and the cluster's
+    /// backplane (Redis) cannot be reached now; connections of this node can.
+    ///
+    /// Added in 0.2.1.
+    pub const UNAVAILABLE: HostErrorKind = HostErrorKind(5);
 }
 
 /// The error of a host call.

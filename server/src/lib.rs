@@ -13,6 +13,7 @@
 //! - [`listener`]: serving a bound listener: the accept loop, one tracing span
 //!   per connection, and the shutdown sequence.
 //! - [`control`]: what asks for a reload: SIGHUP, the control socket, `--watch`.
+//! - [`cluster_apps`]: this node's apps as the other nodes of a cluster reach them.
 //! - [`http`]: hyper on each connection; routing by path.
 //! - [`admin`]: the operator's page `/_/admin`: apps, rates, failures, reload.
 //! - [`upgrade`]: RFC 6455 handshake checks, the app's verdict, the 101, and
@@ -26,6 +27,7 @@
 //!   path table (exact paths, patterns, apps chosen by subprotocol).
 //! - [`connection`]: one WebSocket: reads, writes, pings, close handshake.
 //! - [`plugin`]: loading plugin files, the `Host` given to apps, calling apps.
+//! - [`cluster`]: several nodes sharing deliveries through Redis (`[cluster]`).
 //! - [`registry`]: one app's connections and groups, and the one delivery path
 //!   (`Registry::deliver`) that `Host` calls and the push API share.
 //! - [`outbox`]: one connection's bounded outbound queue and close request.
@@ -48,6 +50,8 @@
 pub mod admin;
 pub mod callback_scope;
 pub mod client_addr;
+pub mod cluster;
+pub mod cluster_apps;
 pub mod coarse_clock;
 pub mod config;
 pub mod connection;

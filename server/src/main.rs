@@ -107,6 +107,20 @@ fn serve_on(server: Arc<Server>, config_path: &Path, watch: bool) -> anyhow::Res
         .context("starting the runtime")?;
     runtime.block_on(async move {
         let config = server.config();
+        if let Some(cluster) = server.cluster() {
+            cluster
+                .start(
+                    switchboard::cluster_apps::ClusterApps::new(&server),
+                    server.shutdown_token().clone(),
+                    server.tracker(),
+                )
+                .await
+                .context("cannot start")?;
+            tracing::info!(
+                node = %cluster.node_id(),
+                "cluster: joined through Redis"
+            );
+        }
         // `listen` speaks TLS when [server.tls] has no listen of its own.
         let mut wanted = vec![(config.server.listen, false)];
         if let Some(tls) = &config.server.tls {
@@ -182,7 +196,22 @@ fn check(config_path: &Path) -> anyhow::Result<ExitCode> {
     // Plugin copies go to a directory of this run, not the server's.
     let scratch = tempfile::tempdir().context("creating a scratch directory")?;
     config.server.runtime_dir = scratch.path().to_owned();
+    let cluster = config.cluster.clone();
     let server = Server::build(config).context("cannot start")?;
+    if let Some(cluster) = cluster {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the runtime")?;
+        runtime
+            .block_on(switchboard::cluster::Cluster::ping(&cluster))
+            .context("cannot start")?;
+        println!(
+            "cluster: Redis at {} answers; this node is {:?}",
+            switchboard::cluster::redacted(&cluster.redis),
+            cluster.node_id
+        );
+    }
     for app in server.apps() {
         let instance = app.instance();
         let plugin = &instance.plugin().plugin;

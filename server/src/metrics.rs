@@ -72,6 +72,33 @@ pub struct Metrics {
     memory_budget_used: Gauge,
     memory_budget_refusals: Counter,
     slow_callbacks: Family<AppLabels, Counter>,
+    cluster: ClusterMetrics,
+}
+
+/// The backplane's counters (registered only when `[cluster]` is set).
+#[derive(Clone, Debug)]
+pub struct ClusterMetrics {
+    /// Messages published to Redis, by kind.
+    pub published: Family<KindLabels, Counter>,
+    /// Messages received from other nodes over Redis, by kind.
+    pub received: Family<KindLabels, Counter>,
+    /// Messages for other nodes not published, by reason.
+    pub dropped: Family<ReasonLabels, Counter>,
+    /// Times the connection to Redis was lost and made again.
+    pub reconnects: Counter,
+    /// 1 while Redis is reachable.
+    pub redis_up: Gauge,
+    /// Other nodes heard from within `node_timeout`.
+    pub nodes: Gauge,
+    /// From a message's publication on one node to its delivery on another.
+    pub delivery_seconds: Histogram,
+}
+
+/// Labels of a backplane message.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    /// `deliver`, `membership`, `push`, `heartbeat`, ...
+    pub kind: String,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -108,8 +135,13 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// Every metric, registered.
+    /// Every metric of a single node, registered.
     pub fn new() -> Self {
+        Metrics::with_cluster(false)
+    }
+
+    /// Every metric, registered, the backplane's too when `cluster` is set.
+    pub fn with_cluster(cluster: bool) -> Self {
         let mut registry = Registry::with_prefix("switchboard");
         let metrics = Metrics {
             connections_open: Family::default(),
@@ -130,6 +162,16 @@ impl Metrics {
             memory_budget_used: Gauge::default(),
             memory_budget_refusals: Counter::default(),
             slow_callbacks: Family::default(),
+            cluster: ClusterMetrics {
+                published: Family::default(),
+                received: Family::default(),
+                dropped: Family::default(),
+                reconnects: Counter::default(),
+                redis_up: Gauge::default(),
+                nodes: Gauge::default(),
+                // 50 µs .. ~1.6 s
+                delivery_seconds: Histogram::new(exponential_buckets(0.00005, 2.0, 16)),
+            },
             registry: Registry::default(),
         };
         registry.register(
@@ -217,10 +259,53 @@ impl Metrics {
             "Time from the upgrade request to the 101 response",
             metrics.handshake_seconds.clone(),
         );
+        if cluster {
+            let c = &metrics.cluster;
+            registry.register(
+                "cluster_published",
+                "Messages this node published to Redis, by kind",
+                c.published.clone(),
+            );
+            registry.register(
+                "cluster_received",
+                "Messages this node received from other nodes over Redis, by kind",
+                c.received.clone(),
+            );
+            registry.register(
+                "cluster_dropped",
+                "Messages for other nodes that were not published, by reason",
+                c.dropped.clone(),
+            );
+            registry.register(
+                "cluster_redis_reconnects",
+                "Times the connection to Redis was lost and made again",
+                c.reconnects.clone(),
+            );
+            registry.register(
+                "cluster_redis_up",
+                "1 while Redis is reachable",
+                c.redis_up.clone(),
+            );
+            registry.register(
+                "cluster_nodes",
+                "Other nodes heard from within node_timeout",
+                c.nodes.clone(),
+            );
+            registry.register(
+                "cluster_delivery_seconds",
+                "From a message's publication on one node to its delivery on this one",
+                c.delivery_seconds.clone(),
+            );
+        }
         Metrics {
             registry,
             ..metrics
         }
+    }
+
+    /// The backplane's handles.
+    pub fn cluster(&self) -> &ClusterMetrics {
+        &self.cluster
     }
 
     /// The counters of the app mounted at `app`.

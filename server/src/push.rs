@@ -29,6 +29,7 @@ use switchboard_plugin_api::sdk::{bearer_token, tokens_match};
 use switchboard_plugin_api::ConnId;
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::cluster::{Cluster, ClusterError, Holder};
 use crate::plugin::MountedApp;
 use crate::registry::{Audience, Registry, RegistryError};
 use crate::response::{self, FullResponse};
@@ -57,6 +58,17 @@ pub enum PushError {
     /// Delivery failed, as a `Host` call would have.
     #[error(transparent)]
     Delivery(#[from] RegistryError),
+    /// The node holding the client cannot be reached (or no node holds it).
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    /// The node holding the client answered this (passed on as it is).
+    #[error("{}", body["error"].as_str().unwrap_or("refused by the node holding the client"))]
+    Forwarded {
+        /// Its status.
+        status: u16,
+        /// Its JSON body.
+        body: Value,
+    },
 }
 
 impl PushError {
@@ -74,11 +86,19 @@ impl PushError {
                 RegistryError::QueueFull => StatusCode::SERVICE_UNAVAILABLE,
                 RegistryError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             },
+            PushError::Cluster(ClusterError::UnknownConnection(_)) => StatusCode::NOT_FOUND,
+            PushError::Cluster(_) => StatusCode::SERVICE_UNAVAILABLE,
+            PushError::Forwarded { status, .. } => {
+                StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY)
+            }
         }
     }
 
     /// The JSON error body.
     pub fn body(&self) -> Value {
+        if let PushError::Forwarded { body, .. } = self {
+            return body.clone();
+        }
         let mut body = json!({ "error": self.to_string(), "delivered": 0 });
         if let PushError::BadRequest { field, .. } = self {
             if !field.is_empty() {
@@ -282,7 +302,49 @@ async fn answer(
 }
 
 async fn push_one(item: &Value, server: &Server) -> Result<u64, PushError> {
-    deliver(parse(item, server)?).await
+    let PushItem { to, message } = parse_item(item)?;
+    if let (Some(cluster), Some(id)) = (server.cluster(), only_client(&to)) {
+        if let Holder::Node(node) = cluster.holder(id)? {
+            // The holder answers as if the backend had asked it.
+            return match cluster.forward_push(&node, item.clone()).await? {
+                (200, body) => Ok(body["delivered"].as_u64().unwrap_or(0)),
+                (status, body) => Err(PushError::Forwarded { status, body }),
+            };
+        }
+    }
+    let (app, target) = parse_target(to, server)?;
+    deliver(
+        Push {
+            app,
+            target,
+            message,
+        },
+        server.cluster().map(|c| &**c),
+    )
+    .await
+}
+
+/// The client a push is for when it names one alone (anything else is
+/// checked, and refused, by `parse_target` on this node).
+fn only_client(to: &TargetBody) -> Option<ConnId> {
+    match to {
+        TargetBody {
+            client: Some(client),
+            app: None,
+            group: None,
+            subprotocol: None,
+        } => client.parse().ok(),
+        _ => None,
+    }
+}
+
+/// Answers one push that another node of the cluster forwarded here because
+/// this node holds its client: the status and body the backend gets.
+pub async fn answer_forwarded(item: &Value, server: &Server) -> (u16, Value) {
+    match push_one(item, server).await {
+        Ok(delivered) => (200, json!({ "delivered": delivered })),
+        Err(error) => (error.status().as_u16(), error.body()),
+    }
 }
 
 /// The JSON field a serde error is about, as the push API names fields.
@@ -293,16 +355,6 @@ fn field_of(path: &serde_path_to_error::Path) -> String {
     } else {
         field
     }
-}
-
-fn parse(item: &Value, server: &Server) -> Result<Push, PushError> {
-    let PushItem { to, message } = parse_item(item)?;
-    let (app, target) = parse_target(to, server)?;
-    Ok(Push {
-        app,
-        target,
-        message,
-    })
 }
 
 /// One push of a request body, checked as far as it can be without the
@@ -430,8 +482,9 @@ fn message_ref(message: &Message) -> MessageRef<'_> {
     }
 }
 
-/// Asks the owning app, then delivers.
-async fn deliver(push: Push) -> Result<u64, PushError> {
+/// Asks the owning app, then delivers (in a cluster, a group or app push on
+/// every node).
+async fn deliver(push: Push, cluster: Option<&Cluster>) -> Result<u64, PushError> {
     let Push {
         app,
         target,
@@ -474,7 +527,14 @@ async fn deliver(push: Push) -> Result<u64, PushError> {
         Target::Group(group) => Audience::Group(group),
         Target::App => Audience::All,
     };
-    Ok(registry.deliver(audience, message, None)?)
+    let here = registry.deliver(audience, message.clone(), None)?;
+    let elsewhere = match (cluster, audience) {
+        (Some(cluster), Audience::Group(_) | Audience::All) => {
+            cluster.fan_out(app.name(), audience, &message, None)
+        }
+        _ => 0,
+    };
+    Ok(here + elsewhere)
 }
 
 #[cfg(test)]

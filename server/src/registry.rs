@@ -106,6 +106,20 @@ impl RegistryError {
     }
 }
 
+/// Told of every change of who is connected and in which group, while the
+/// registry's lock is held (so changes arrive in the order they happened);
+/// must not block. The cluster mirrors them to the other nodes.
+pub trait RegistryObserver: Send + Sync {
+    /// A connection was added.
+    fn opened(&self, id: ConnId);
+    /// A connection was removed (and left every group).
+    fn closed(&self, id: ConnId);
+    /// A connection joined a group it was not in.
+    fn joined(&self, id: ConnId, group: &str);
+    /// A connection left a group it was in.
+    fn left(&self, id: ConnId, group: &str);
+}
+
 /// Who a message is for, among one app's connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Audience<'a> {
@@ -156,6 +170,7 @@ pub struct Registry {
     state: RwLock<State>,
     shut_down: AtomicBool,
     max_message_size: usize,
+    observer: Option<Arc<dyn RegistryObserver>>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -174,6 +189,15 @@ impl Registry {
             state: RwLock::default(),
             shut_down: AtomicBool::new(false),
             max_message_size,
+            observer: None,
+        }
+    }
+
+    /// An empty registry that tells `observer` of every change.
+    pub fn observed(max_message_size: usize, observer: Arc<dyn RegistryObserver>) -> Self {
+        Registry {
+            observer: Some(observer),
+            ..Registry::new(max_message_size)
         }
     }
 
@@ -190,13 +214,23 @@ impl Registry {
 
     /// Adds an open connection.
     pub fn insert(&self, connection: Arc<Connection>) {
-        self.write().connections.insert(connection.id, connection);
+        let id = connection.id;
+        let mut state = self.write();
+        state.connections.insert(id, connection);
+        if let Some(observer) = &self.observer {
+            observer.opened(id);
+        }
     }
 
     /// Removes a connection and its group memberships.
     pub fn remove(&self, id: ConnId) {
         let mut state = self.write();
-        state.connections.remove(&id);
+        if state.connections.remove(&id).is_none() {
+            return;
+        }
+        if let Some(observer) = &self.observer {
+            observer.closed(id);
+        }
         if let Some(groups) = state.memberships.remove(&id) {
             for group in groups {
                 if let Some(members) = state.groups.get_mut(&group) {
@@ -326,7 +360,11 @@ impl Registry {
         if !state.connections.contains_key(&id) {
             return Err(RegistryError::UnknownConnection(id));
         }
-        state.groups.entry(group.to_owned()).or_default().insert(id);
+        if state.groups.entry(group.to_owned()).or_default().insert(id) {
+            if let Some(observer) = &self.observer {
+                observer.joined(id, group);
+            }
+        }
         state
             .memberships
             .entry(id)
@@ -346,7 +384,11 @@ impl Registry {
             return Err(RegistryError::UnknownConnection(id));
         }
         if let Some(members) = state.groups.get_mut(group) {
-            members.remove(&id);
+            if members.remove(&id) {
+                if let Some(observer) = &self.observer {
+                    observer.left(id, group);
+                }
+            }
             if members.is_empty() {
                 state.groups.remove(group);
             }
@@ -368,6 +410,24 @@ impl Registry {
             .get(group)
             .map(|m| m.iter().copied().collect())
             .unwrap_or_default())
+    }
+
+    /// Every open connection with the groups it is in (for the cluster's
+    /// snapshots).
+    pub fn snapshot(&self) -> Vec<(ConnId, Vec<String>)> {
+        let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+        state
+            .connections
+            .keys()
+            .map(|id| {
+                let groups = state
+                    .memberships
+                    .get(id)
+                    .map(|groups| groups.iter().cloned().collect())
+                    .unwrap_or_default();
+                (*id, groups)
+            })
+            .collect()
     }
 
     /// Whether a callback of one of its connections is running.

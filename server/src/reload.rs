@@ -174,6 +174,19 @@ async fn apply(server: &Arc<Server>, config_path: &Path) -> Result<ReloadReport,
         report.needs_restart.push("server.runtime_dir".to_owned());
         config.server.runtime_dir = old.server.runtime_dir.clone();
     }
+    let comparable = |cluster: &Option<crate::config::ClusterConfig>| {
+        cluster.clone().map(|mut c| {
+            if !c.node_id_given {
+                c.node_id.clear();
+            }
+            c
+        })
+    };
+    if comparable(&config.cluster) != comparable(&old.cluster) {
+        report.needs_restart.push("cluster".to_owned());
+    }
+    // The node keeps the cluster it joined at start (and its node id).
+    config.cluster = old.cluster.clone();
     if config.server.watch != old.server.watch {
         report.needs_restart.push("server.watch".to_owned());
         config.server.watch = old.server.watch;
@@ -325,7 +338,7 @@ async fn build(
     for ((app, plan), plugin) in config.apps.iter().zip(plans).zip(plugins) {
         let outcome = match plan {
             Plan::Add => {
-                let registry = new_registry(config);
+                let registry = builder.registry(app);
                 builder
                     .instance(config, app, plugin, registry.clone(), None)
                     .map(|instance| {
@@ -343,7 +356,7 @@ async fn build(
                 migrate_build(&builder, config, app, plugin, mount).await
             }
             Plan::Replace(old, mode) => {
-                let registry = new_registry(config);
+                let registry = builder.registry(app);
                 builder
                     .instance(config, app, plugin, registry.clone(), None)
                     .map(|instance| Built::Replaced {
@@ -379,12 +392,6 @@ async fn build(
         }
     }
     Err(ReloadError::Apps(StartError { problems }))
-}
-
-fn new_registry(config: &Config) -> Arc<crate::registry::Registry> {
-    Arc::new(crate::registry::Registry::new(
-        config.server.max_message_size,
-    ))
 }
 
 /// Pauses the app, takes its state and builds its successor over the same

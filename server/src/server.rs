@@ -14,6 +14,7 @@ use switchboard_plugin_api::ConnId;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::cluster::Cluster;
 use crate::config::{AppConfig, Config};
 use crate::connection::ConnectionSettings;
 use crate::limits::ConnectionLimits;
@@ -93,6 +94,9 @@ pub enum StartProblem {
     /// The TLS certificate or key cannot be used.
     #[error("{0}")]
     Tls(#[from] crate::tls::LoadTlsError),
+    /// The cluster's Redis cannot be used.
+    #[error("cluster: {0}")]
+    Cluster(#[from] crate::cluster::JoinError),
     /// An app's constructor refused (its config, a failure, a panic).
     #[error("{location}: {source}")]
     NewApp {
@@ -202,13 +206,22 @@ impl Builder<'_> {
         })
     }
 
+    /// A new, empty registry for an app (whose changes the other nodes of a
+    /// cluster are told of).
+    pub fn registry(&self, app: &AppConfig) -> Arc<Registry> {
+        Arc::new(match &self.facts.cluster {
+            Some(cluster) => Registry::observed(self.max_message_size, cluster.observer(&app.name)),
+            None => Registry::new(self.max_message_size),
+        })
+    }
+
     /// Loads the plugin and builds a new mount (with a new registry) for an app.
     ///
     /// # Errors
     /// The plugin cannot be loaded or its constructor refused.
     pub fn mount(&self, config: &Config, app: &AppConfig) -> Result<MountedApp, Box<StartProblem>> {
         let plugin = self.plugin(config, app)?;
-        let registry = Arc::new(Registry::new(self.max_message_size));
+        let registry = self.registry(app);
         let instance = self.instance(config, app, plugin, registry.clone(), None)?;
         Ok(MountedApp::new(
             app,
@@ -231,18 +244,24 @@ impl Server {
     /// refused, each with the config file, line and app path.
     pub fn build(config: Config) -> Result<Server, StartError> {
         let store = PluginStore::new(config.server.runtime_dir.clone());
+        let metrics = Arc::new(Metrics::with_cluster(config.cluster.is_some()));
+        let mut problems = Vec::new();
+        let cluster = config.cluster.clone().and_then(|settings| {
+            Cluster::new(settings, metrics.cluster().clone())
+                .map_err(|error| problems.push(StartProblem::Cluster(error)))
+                .ok()
+        });
         let facts = Arc::new(ServerFacts {
             listen: OnceLock::new(),
             push_path: config.push.path.clone().into(),
+            cluster,
         });
-        let metrics = Arc::new(Metrics::new());
         let builder = Builder {
             store: &store,
             facts: &facts,
             metrics: &metrics,
             max_message_size: config.server.max_message_size,
         };
-        let mut problems = Vec::new();
         let tls = match &config.server.tls {
             Some(settings) => match crate::tls::load(&settings.cert, &settings.key) {
                 Ok(tls) => Some(Tls::new(tls)),
@@ -364,6 +383,43 @@ impl Server {
         })
     }
 
+    /// The id of a new connection (in a cluster, tagged as this node's).
+    pub fn new_conn_id(&self) -> ConnId {
+        match &self.facts.cluster {
+            Some(cluster) => cluster.new_conn_id(),
+            None => ConnId::from_bytes(*uuid::Uuid::new_v4().as_bytes()),
+        }
+    }
+
+    /// The cluster this node is part of, if any.
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.facts.cluster.as_ref()
+    }
+
+    /// Every mount serving the app named `name`: the current one and any
+    /// a reload left draining.
+    pub fn mounts_named(&self, name: &str) -> Vec<Arc<MountedApp>> {
+        let mut mounts: Vec<Arc<MountedApp>> = self
+            .apps()
+            .into_iter()
+            .filter(|app| &**app.name() == name)
+            .collect();
+        mounts.extend(
+            self.draining()
+                .iter()
+                .filter(|app| &**app.name() == name)
+                .cloned(),
+        );
+        mounts
+    }
+
+    /// Every mount with open connections: the current ones and those draining.
+    pub fn all_mounts(&self) -> Vec<Arc<MountedApp>> {
+        let mut mounts = self.apps();
+        mounts.extend(self.draining().iter().cloned());
+        mounts
+    }
+
     /// Every mounted app once, sorted by path.
     pub fn apps(&self) -> Vec<Arc<MountedApp>> {
         self.routes.load().apps()
@@ -439,7 +495,7 @@ impl Server {
             .collect();
         plugins.sort_by(|a, b| a.name.cmp(&b.name));
         plugins.dedup();
-        serde_json::json!({
+        let mut health = serde_json::json!({
             "status": status,
             "version": env!("CARGO_PKG_VERSION"),
             "uptime_seconds": self.started.elapsed().as_secs(),
@@ -447,7 +503,11 @@ impl Server {
             "apps": apps,
             "plugins": plugins,
             "plugin_libraries_mapped": self.store.mapped(),
-        })
+        });
+        if let Some(cluster) = self.cluster() {
+            health["cluster"] = cluster.health();
+        }
+        health
     }
 
     /// The `/_/apps` document, for pages that list the apps: each app's

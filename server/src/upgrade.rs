@@ -104,7 +104,7 @@ where
     if server.shutdown_token().is_cancelled() {
         return Err(RejectHandshake::ShuttingDown);
     }
-    let id = ConnId::from_bytes(*uuid::Uuid::new_v4().as_bytes());
+    let id = server.new_conn_id();
     let span = Span::current();
     span.record("path", field::display(app.name()))
         .record("id", field::display(id));

@@ -38,6 +38,8 @@ mod apps;
 mod template;
 // The push API and the backend examples (curl, Python, PHP).
 mod push;
+// Three nodes sharing one Redis: deliveries, pushes, failures.
+mod cluster;
 // phpWebSocketServer compatibility: the hub app with browser-like and PHP-like clients.
 mod hub;
 // Static pages from static_dir.

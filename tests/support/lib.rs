@@ -5,6 +5,10 @@
 //! The binary and the plugins come from the same target directory as the test
 //! executable; build them first with `cargo build --workspace`.
 
+mod redis_server;
+
+pub use redis_server::Redis;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
@@ -433,6 +437,12 @@ impl TestServer {
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
         panic!("{path} was not reloaded {reloads} times:\n{}", self.log());
+    }
+
+    /// Kills the process (SIGKILL), as a crash would, and waits for it.
+    pub async fn kill(mut self) {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
     }
 
     /// Sends SIGTERM and waits for the process to exit; returns its stdout rest and status.

@@ -44,6 +44,31 @@ pub struct Config {
     pub apps: Vec<AppConfig>,
     /// `[log]`: how the server logs.
     pub log: LogConfig,
+    /// `[cluster]`: the Redis backplane shared with other nodes, if set.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// `[cluster]`: this node's place among several sharing one Redis.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// The Redis URL (`redis://[:password@]host:port/db`).
+    pub redis: String,
+    /// This node's name among the nodes (default: generated at start).
+    pub node_id: String,
+    /// Whether the config named the node (a generated id differs each load).
+    pub node_id_given: bool,
+    /// Prefix of every Redis channel, so several clusters can share a Redis.
+    pub prefix: String,
+    /// How often this node says it is alive.
+    pub heartbeat: Duration,
+    /// A node not heard from for this long is gone: its connections leave
+    /// every other node's view.
+    pub node_timeout: Duration,
+    /// How long a push forwarded to another node may take to be answered.
+    pub request_timeout: Duration,
+    /// Most messages waiting to be published to Redis; beyond, sends to
+    /// other nodes fail (queue full) rather than grow memory.
+    pub queue: usize,
 }
 
 /// How the server logs (`[log]`); `SWITCHBOARD_LOG` overrides the level.

@@ -28,8 +28,22 @@ pub(super) struct RawConfig {
     pub(super) admin: RawAdmin,
     #[serde(default)]
     pub(super) log: RawLog,
+    pub(super) cluster: Option<RawCluster>,
     #[serde(default)]
     pub(super) app: Vec<RawApp>,
+}
+
+/// `[cluster]`: several nodes sharing deliveries through Redis.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCluster {
+    pub(super) redis: Spanned<String>,
+    pub(super) node_id: Option<Spanned<String>>,
+    pub(super) prefix: Option<Spanned<String>>,
+    pub(super) heartbeat: Option<Spanned<HumanDuration>>,
+    pub(super) node_timeout: Option<Spanned<HumanDuration>>,
+    pub(super) request_timeout: Option<Spanned<HumanDuration>>,
+    pub(super) queue: Option<Spanned<usize>>,
 }
 
 /// A status endpoint: where, and who may ask.

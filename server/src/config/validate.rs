@@ -12,12 +12,12 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::mounts::Located;
-use super::raw::{RawAdmin, RawApp, RawConfig, RawEndpoint, RawPush, RawServer};
+use super::raw::{RawAdmin, RawApp, RawCluster, RawConfig, RawEndpoint, RawPush, RawServer};
 use super::source::{ConfigProblem, SourceFile};
 use super::units::{ByteSize, HumanDuration};
 use super::{
-    parse_ip_net, AdminConfig, AppConfig, Config, EndpointConfig, PluginSpec, PushConfig,
-    ReloadMode, ServerConfig, TlsConfig, DEFAULT_INFO_HEADERS, RESERVED_PREFIX,
+    parse_ip_net, AdminConfig, AppConfig, ClusterConfig, Config, EndpointConfig, PluginSpec,
+    PushConfig, ReloadMode, ServerConfig, TlsConfig, DEFAULT_INFO_HEADERS, RESERVED_PREFIX,
 };
 use crate::rate::RateLimits;
 
@@ -243,8 +243,10 @@ pub(super) fn validate(
         &mut check,
     );
     let log = validate_log(raw.log, &mut check);
+    let cluster = raw.cluster.map(|c| validate_cluster(c, &mut check));
     Config {
         log,
+        cluster,
         source: source.path().to_owned(),
         server,
         push,
@@ -553,6 +555,86 @@ fn validate_push(
     };
     let trusted = check.ip_nets(raw.trusted_proxies, &[]);
     (push, span, trusted)
+}
+
+fn validate_cluster(raw: RawCluster, check: &mut Checker<'_>) -> ClusterConfig {
+    let redis_span = raw.redis.span();
+    let redis = raw.redis.into_inner();
+    if let Err(error) = redis::Client::open(redis.as_str()) {
+        check.report(
+            Some(redis_span),
+            format!("cluster.redis = {redis:?} is not a Redis URL (redis://host:port/db): {error}"),
+        );
+    }
+    let name_ok = |name: &str| {
+        !name.is_empty()
+            && name.len() <= 64
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    };
+    let node_id_given = raw.node_id.is_some();
+    let node_id = match raw.node_id {
+        Some(id) if !name_ok(id.get_ref()) => {
+            check.report(
+                Some(id.span()),
+                "cluster.node_id must be 1-64 letters, digits, '-', '_' or '.'",
+            );
+            id.into_inner()
+        }
+        Some(id) => id.into_inner(),
+        None => generated_node_id(),
+    };
+    let prefix = match raw.prefix {
+        Some(prefix) if !name_ok(prefix.get_ref()) => {
+            check.report(
+                Some(prefix.span()),
+                "cluster.prefix must be 1-64 letters, digits, '-', '_' or '.'",
+            );
+            prefix.into_inner()
+        }
+        Some(prefix) => prefix.into_inner(),
+        None => "switchboard".to_owned(),
+    };
+    let heartbeat = check.positive_duration(raw.heartbeat, Duration::from_secs(1));
+    let timeout_span = raw.node_timeout.as_ref().map(Spanned::span);
+    let node_timeout = check.positive_duration(raw.node_timeout, Duration::from_secs(5));
+    if node_timeout < heartbeat * 2 {
+        check.report(
+            timeout_span,
+            format!(
+                "cluster.node_timeout ({node_timeout:?}) must be at least twice cluster.heartbeat ({heartbeat:?}), or live nodes would be taken for gone"
+            ),
+        );
+    }
+    ClusterConfig {
+        redis,
+        node_id,
+        node_id_given,
+        prefix,
+        heartbeat,
+        node_timeout,
+        request_timeout: check.positive_duration(raw.request_timeout, Duration::from_secs(2)),
+        queue: check.count_at_least(raw.queue, 16, 65_536, "cluster.queue"),
+    }
+}
+
+/// A node id for a config that names none: the host's name (when it is a
+/// plain one) and eight random hex digits, so two processes never share one.
+fn generated_node_id() -> String {
+    let random = uuid::Uuid::new_v4().simple().to_string();
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| {
+            !h.is_empty()
+                && h.len() <= 48
+                && h.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        });
+    match host {
+        Some(host) => format!("{host}-{}", &random[..8]),
+        None => format!("node-{}", &random[..8]),
+    }
 }
 
 fn validate_log(raw: super::raw::RawLog, check: &mut Checker<'_>) -> super::LogConfig {

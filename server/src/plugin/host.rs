@@ -22,6 +22,7 @@ use switchboard_plugin_api::ConnId;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 use crate::callback_scope;
+use crate::cluster::{Cluster, ClusterError, Holder};
 use crate::outbox::CloseRequest;
 use crate::registry::{Audience, Registry, RegistryError};
 
@@ -35,6 +36,9 @@ pub struct ServerFacts {
     pub listen: std::sync::OnceLock<std::net::SocketAddr>,
     /// The push API's path (a reload may move it).
     pub push_path: std::sync::RwLock<String>,
+    /// The cluster this node is part of (`[cluster]`), if any: `Host` calls
+    /// reach connections on the other nodes through it.
+    pub cluster: Option<Arc<Cluster>>,
 }
 
 /// The host handle of one app instance.
@@ -79,15 +83,51 @@ impl AppHost {
         Host_TO::from_ptr(RArc::new(self), TD_Opaque)
     }
 
+    /// Whether `conn` is this node's (always, outside a cluster).
+    fn is_local(&self, conn: ConnId) -> Result<bool, HostError> {
+        match &self.facts.cluster {
+            Some(cluster) => Ok(cluster.holder(conn)? == Holder::Local),
+            None => Ok(true),
+        }
+    }
+
+    /// Delivers here and, in a cluster, on the node holding the connection
+    /// or (broadcasts, publishes) on every other node; counts what this
+    /// node delivered plus what the others hold, as far as it knows.
     fn deliver(
         &self,
         audience: Audience<'_>,
         message: MessageRef<'_>,
         except: ROption<ConnId>,
     ) -> RResult<u64, HostError> {
+        let except = except.into_option();
         result(self.live().and_then(|registry| {
-            Ok(registry.deliver(audience, to_message(message), except.into_option())?)
+            let message = to_message(message);
+            let Some(cluster) = &self.facts.cluster else {
+                return Ok(registry.deliver(audience, message, except)?);
+            };
+            if let Audience::One(conn) = audience {
+                if cluster.holder(conn)? != Holder::Local {
+                    registry.check_size(message.len())?;
+                    cluster.send(&self.app, conn, &message)?;
+                    return Ok(1);
+                }
+                return Ok(registry.deliver(audience, message, except)?);
+            }
+            let here = registry.deliver(audience, message.clone(), except)?;
+            Ok(here + cluster.fan_out(&self.app, audience, &message, except))
         }))
+    }
+}
+
+impl From<ClusterError> for HostError {
+    fn from(e: ClusterError) -> Self {
+        let kind = match e {
+            ClusterError::Unavailable | ClusterError::Timeout { .. } => HostErrorKind::UNAVAILABLE,
+            ClusterError::QueueFull => HostErrorKind::QUEUE_FULL,
+            ClusterError::UnknownConnection(_) => HostErrorKind::UNKNOWN_CONNECTION,
+        };
+        error(kind, e.to_string())
     }
 }
 
@@ -180,12 +220,26 @@ impl Host for AppHost {
         result(
             close_request(code, reason.as_str())
                 .map_err(|e| error(HostErrorKind::INVALID_ARGUMENT, e.to_string()))
-                .and_then(|request| Ok(self.live()?.close(conn, request)?)),
+                .and_then(|request| {
+                    let registry = self.live()?;
+                    match &self.facts.cluster {
+                        Some(cluster) if !self.is_local(conn)? => {
+                            Ok(cluster.close(&self.app, conn, &request)?)
+                        }
+                        _ => Ok(registry.close(conn, request)?),
+                    }
+                }),
         )
     }
 
     fn connections(&self) -> RResult<RVec<ConnId>, HostError> {
-        result(self.live().and_then(|r| Ok(RVec::from(r.ids()?))))
+        result(self.live().and_then(|r| {
+            let mut ids = r.ids()?;
+            if let Some(cluster) = &self.facts.cluster {
+                ids.extend(cluster.remote_connections(&self.app));
+            }
+            Ok(RVec::from(ids))
+        }))
     }
 
     fn info(&self, conn: ConnId) -> RResult<ConnInfo, HostError> {
@@ -241,10 +295,13 @@ impl Host for AppHost {
     }
 
     fn members(&self, group: RStr<'_>) -> RResult<RVec<ConnId>, HostError> {
-        result(
-            self.live()
-                .and_then(|r| Ok(RVec::from(r.members(group.as_str())?))),
-        )
+        result(self.live().and_then(|r| {
+            let mut members = r.members(group.as_str())?;
+            if let Some(cluster) = &self.facts.cluster {
+                members.extend(cluster.remote_members(&self.app, group.as_str()));
+            }
+            Ok(RVec::from(members))
+        }))
     }
 
     fn configure(&self, conn: ConnId, option: ConnOption, value: u64) -> RResult<(), HostError> {

@@ -1,0 +1,393 @@
+//! The link to Redis: one multiplexed connection publishes (pipelined,
+//! in batches of what is queued), one subscribed connection receives this
+//! node's channel and the shared one. A session ends when either fails or a
+//! command takes longer than `request_timeout`; then the node serves its own
+//! clients alone and reconnects with backoff, and once back it says hello
+//! (every node answers with a snapshot) and sends its own snapshot, so the
+//! nodes' views of each other are whole again without a restart.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use switchboard_plugin_api::ConnId;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
+
+use super::envelope::{self, Header, To};
+use super::{kind_labels, Channel, Cluster, LocalApps, Outbound};
+use crate::registry::Audience;
+
+/// Most envelopes published in one pipelined round trip.
+const BATCH: usize = 256;
+
+/// The longest wait between two attempts to reach Redis again.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// One connected pair of Redis connections.
+pub(super) struct Session {
+    commands: redis::aio::MultiplexedConnection,
+    messages: redis::aio::PubSubStream,
+}
+
+impl Cluster {
+    fn channel_name(&self, channel: &Channel) -> String {
+        match channel {
+            Channel::All => format!("{}:all", self.config.prefix),
+            Channel::Node(node) => format!("{}:node:{node}", self.config.prefix),
+        }
+    }
+
+    fn set_up(&self, up: bool) {
+        self.up.store(up, Ordering::Release);
+        self.metrics.redis_up.set(i64::from(up));
+    }
+}
+
+impl Session {
+    /// Connects both connections and subscribes, within `request_timeout`.
+    pub(super) async fn open(cluster: &Cluster) -> Result<Session, String> {
+        let timeout = cluster.config.request_timeout;
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout));
+        let opened = tokio::time::timeout(timeout, async {
+            let commands = cluster
+                .client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await?;
+            let mut pubsub = cluster.client.get_async_pubsub().await?;
+            pubsub
+                .subscribe(cluster.channel_name(&Channel::All))
+                .await?;
+            pubsub
+                .subscribe(cluster.channel_name(&Channel::Node(cluster.config.node_id.clone())))
+                .await?;
+            Ok::<_, redis::RedisError>(Session {
+                commands,
+                messages: pubsub.into_on_message(),
+            })
+        })
+        .await;
+        match opened {
+            Ok(Ok(session)) => Ok(session),
+            Ok(Err(error)) => Err(error.to_string()),
+            Err(_) => Err(format!(
+                "no answer within {timeout:?} (cluster.request_timeout)"
+            )),
+        }
+    }
+
+    async fn publish(&mut self, cluster: &Cluster, batch: &[Outbound]) -> Result<(), String> {
+        let mut pipe = redis::pipe();
+        for outbound in batch {
+            pipe.cmd("PUBLISH")
+                .arg(cluster.channel_name(&outbound.channel))
+                .arg(outbound.bytes.as_slice())
+                .ignore();
+        }
+        pipe.query_async::<()>(&mut self.commands)
+            .await
+            .map_err(|e| format!("publishing: {e}"))?;
+        for outbound in batch {
+            cluster
+                .metrics
+                .published
+                .get_or_create(&kind_labels(outbound.kind))
+                .inc();
+        }
+        Ok(())
+    }
+}
+
+/// Keeps the link up until `shutdown`, reconnecting after every loss.
+pub(super) async fn run(
+    cluster: Arc<Cluster>,
+    mut session: Session,
+    local: Arc<dyn LocalApps>,
+    mut outbound: mpsc::Receiver<Outbound>,
+    shutdown: CancellationToken,
+) {
+    let node = cluster.config.node_id.clone();
+    loop {
+        cluster.set_up(true);
+        let ended = serve(&cluster, &mut session, &local, &mut outbound, &shutdown).await;
+        cluster.set_up(false);
+        // Pushes waiting for an answer fail now (503) rather than time out.
+        cluster
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        match ended {
+            Ok(()) => return,
+            Err(error) => tracing::warn!(
+                node = %node,
+                "cluster: lost Redis ({error}); serving this node's clients only until it is back"
+            ),
+        }
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(backoff) => {}
+            }
+            match Session::open(&cluster).await {
+                Ok(next) => {
+                    session = next;
+                    cluster.metrics.reconnects.inc();
+                    tracing::info!(node = %node, "cluster: Redis is back; resubscribed");
+                    break;
+                }
+                Err(error) => {
+                    tracing::debug!(node = %node, "cluster: Redis still unreachable: {error}");
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+    }
+}
+
+/// One session: announce, then publish, receive and beat until it fails
+/// (an error) or the server stops (`Ok`, after saying bye).
+async fn serve(
+    cluster: &Arc<Cluster>,
+    session: &mut Session,
+    local: &Arc<dyn LocalApps>,
+    outbound: &mut mpsc::Receiver<Outbound>,
+    shutdown: &CancellationToken,
+) -> Result<(), String> {
+    let node = cluster.config.node_id.clone();
+    let greeting = [
+        envelope_for(Channel::All, &Header::Hello { node: node.clone() }),
+        snapshot(cluster, local),
+        heartbeat(cluster, local),
+    ];
+    session.publish(cluster, &greeting).await?;
+    let mut tick = tokio::time::interval(cluster.config.heartbeat);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut batch = Vec::with_capacity(BATCH);
+    loop {
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled() => {
+                let bye = envelope_for(Channel::All, &Header::Bye { node });
+                let _ = session.publish(cluster, &[bye]).await;
+                return Ok(());
+            }
+            message = session.messages.next() => {
+                let Some(message) = message else {
+                    return Err("the subscription was closed".to_owned());
+                };
+                receive(cluster, local, message.get_payload_bytes());
+            }
+            count = outbound.recv_many(&mut batch, BATCH) => {
+                if count == 0 {
+                    return Ok(());
+                }
+                let published = session.publish(cluster, &batch).await;
+                batch.clear();
+                published?;
+            }
+            _ = tick.tick() => {
+                let mut beat = vec![heartbeat(cluster, local)];
+                if cluster.resync.swap(false, Ordering::Relaxed) {
+                    beat.push(snapshot(cluster, local));
+                }
+                session.publish(cluster, &beat).await?;
+                let gone = cluster
+                    .peers()
+                    .expire(cluster.config.node_timeout, Instant::now());
+                for other in gone {
+                    tracing::warn!(
+                        node = %node,
+                        "cluster: node {other} not heard from for {:?}; its connections are gone",
+                        cluster.config.node_timeout
+                    );
+                }
+                cluster.metrics.nodes.set(i64::try_from(cluster.peers().len()).unwrap_or(i64::MAX));
+            }
+        }
+    }
+}
+
+fn envelope_for(channel: Channel, header: &Header) -> Outbound {
+    Outbound {
+        channel,
+        kind: header.kind(),
+        bytes: envelope::encode(header, &[]),
+    }
+}
+
+fn heartbeat(cluster: &Cluster, local: &Arc<dyn LocalApps>) -> Outbound {
+    envelope_for(
+        Channel::All,
+        &Header::Heartbeat {
+            node: cluster.config.node_id.clone(),
+            instance: cluster.instance,
+            connections: local.connection_count(),
+        },
+    )
+}
+
+fn snapshot(cluster: &Cluster, local: &Arc<dyn LocalApps>) -> Outbound {
+    envelope_for(
+        Channel::All,
+        &Header::Snapshot {
+            node: cluster.config.node_id.clone(),
+            apps: local.snapshot(),
+        },
+    )
+}
+
+/// Handles one envelope from Redis.
+fn receive(cluster: &Arc<Cluster>, local: &Arc<dyn LocalApps>, bytes: &[u8]) {
+    let (header, payload) = match envelope::decode(bytes) {
+        Ok(decoded) => decoded,
+        Err(error) => {
+            cluster.dropped("unreadable");
+            tracing::warn!("cluster: dropped an unreadable envelope: {error}");
+            return;
+        }
+    };
+    let own = cluster.config.node_id.as_str();
+    if header.node() == Some(own) {
+        // Our own publications on the shared channel, or another process
+        // that was given our node id.
+        if let Header::Heartbeat { instance, .. } = header {
+            if instance != cluster.instance {
+                tracing::error!(
+                    "cluster: another process uses this node's node_id {own:?}; give each node its own"
+                );
+            }
+        }
+        return;
+    }
+    cluster
+        .metrics
+        .received
+        .get_or_create(&kind_labels(header.kind()))
+        .inc();
+    let now = Instant::now();
+    if let Some(node) = header.node() {
+        if !matches!(header, Header::Bye { .. }) {
+            let mut peers = cluster.peers();
+            if !peers.knows(node) {
+                tracing::info!(node = %own, "cluster: node {node} joined");
+            }
+            let (instance, connections) = match &header {
+                Header::Heartbeat {
+                    instance,
+                    connections,
+                    ..
+                } => (Some(*instance), Some(*connections)),
+                _ => (None, None),
+            };
+            if peers.heard(node, instance, connections, now).is_some() {
+                tracing::info!(node = %own, "cluster: node {node} restarted");
+            }
+        }
+    }
+    match header {
+        Header::Heartbeat { .. } => {}
+        Header::Hello { .. } => {
+            let _ = cluster.outbound.try_send(snapshot(cluster, local));
+        }
+        Header::Bye { node } => {
+            if cluster.peers().forget(&node) {
+                tracing::info!(node = %own, "cluster: node {node} left");
+            }
+        }
+        Header::Snapshot { node, apps } => cluster.peers().replace(&node, &apps, now),
+        Header::Membership { node, app, change } => {
+            cluster.peers().apply(&node, &app, &change, now);
+        }
+        Header::Deliver {
+            app,
+            to,
+            except,
+            binary,
+            sent_us,
+            ..
+        } => {
+            let message = if binary {
+                Message::Binary(Bytes::copy_from_slice(payload))
+            } else {
+                match std::str::from_utf8(payload) {
+                    Ok(text) => Message::text(text),
+                    Err(_) => {
+                        cluster.dropped("unreadable");
+                        return;
+                    }
+                }
+            };
+            let parse = |id: &str| id.parse::<ConnId>().ok();
+            let one;
+            let audience = match &to {
+                To::One(id) => {
+                    let Some(id) = parse(id) else {
+                        cluster.dropped("unreadable");
+                        return;
+                    };
+                    one = id;
+                    Audience::One(one)
+                }
+                To::Group(group) => Audience::Group(group),
+                To::All => Audience::All,
+            };
+            let except = except.as_deref().and_then(parse);
+            if local.deliver(&app, audience, message, except) == 0 && matches!(to, To::One(_)) {
+                cluster.dropped("gone");
+            }
+            let elapsed_us = super::now_us().saturating_sub(sent_us);
+            cluster
+                .metrics
+                .delivery_seconds
+                .observe(elapsed_us as f64 / 1e6);
+        }
+        Header::Close {
+            app,
+            id,
+            code,
+            reason,
+            ..
+        } => {
+            if let Ok(id) = id.parse::<ConnId>() {
+                local.close(&app, id, crate::outbox::CloseRequest { code, reason });
+            }
+        }
+        Header::Push {
+            node,
+            request,
+            item,
+        } => {
+            let (cluster, local) = (cluster.clone(), local.clone());
+            tokio::spawn(async move {
+                let (status, body) = local.push(item).await;
+                let reply = Header::PushReply {
+                    request,
+                    status,
+                    body,
+                };
+                let _ = cluster.queue(Channel::Node(node), &reply, &[]);
+            });
+        }
+        Header::PushReply {
+            request,
+            status,
+            body,
+        } => {
+            let waiting = cluster
+                .pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&request);
+            if let Some(waiting) = waiting {
+                let _ = waiting.send((status, body));
+            }
+        }
+    }
+}

@@ -1,0 +1,376 @@
+//! Three nodes sharing one real Redis (Debian's `redis-server` on a port of
+//! the test's own): Host calls, pushes and memberships across nodes, a node
+//! killed with SIGKILL, Redis killed and restarted during traffic.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use switchboard_tests::{Client, Redis, TestConfig, TestServer};
+
+use crate::kit::{call, call_collecting, kit_client};
+use crate::util::{expect_close, next_text};
+
+/// Polls an expression (it may `.await`) until it is true (10 s at most).
+macro_rules! eventually {
+    ($what:expr, $check:expr) => {{
+        let mut held = false;
+        for _ in 0..200 {
+            if $check {
+                held = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert!(held, "never happened: {}", $what);
+    }};
+}
+
+/// The test kit on `/kit`.
+const KIT: &str = "[[app]]\npath = \"/kit\"\nplugin = \"fixture_testkit\"\n";
+
+/// A node of the cluster on `redis`, quick to notice a node gone.
+pub(crate) fn node_config(redis: &Redis, node: &str, apps: &str) -> TestConfig {
+    TestConfig::new().apps(&format!(
+        "[cluster]\nredis = \"{}\"\nnode_id = \"{node}\"\nheartbeat = \"100ms\"\nnode_timeout = \"1s\"\nrequest_timeout = \"1s\"\n\n{apps}",
+        redis.url()
+    ))
+}
+
+/// Starts one node per name and waits until every node sees all the others.
+pub(crate) async fn start_nodes(redis: &Redis, names: &[&str], apps: &str) -> Vec<TestServer> {
+    let mut nodes = Vec::new();
+    for name in names {
+        nodes.push(TestServer::start(node_config(redis, name, apps)).await);
+    }
+    for node in &nodes {
+        eventually!("every node sees the others", {
+            node.health().await["cluster"]["nodes"]
+                .as_array()
+                .is_some_and(|n| n.len() == names.len() - 1)
+        });
+    }
+    nodes
+}
+
+/// The next text message that is not a command's answer.
+async fn delivered(ws: &mut Client) -> String {
+    loop {
+        let text = next_text(ws).await;
+        if !text.starts_with("{\"op\"") {
+            return text;
+        }
+    }
+}
+
+fn sorted(value: &Value) -> Vec<String> {
+    let mut ids: Vec<String> = value
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    ids.sort();
+    ids
+}
+
+#[tokio::test]
+async fn host_calls_reach_connections_on_every_node() {
+    let redis = Redis::start();
+    let nodes = start_nodes(&redis, &["a", "b", "c"], KIT).await;
+    let (mut a, a_id) = kit_client(&nodes[0], "/kit").await;
+    let (mut b, b_id) = kit_client(&nodes[1], "/kit").await;
+    let (mut c, c_id) = kit_client(&nodes[2], "/kit").await;
+    // Ids say which node holds them: the three differ in their first bytes.
+    assert_ne!(a_id[..8], b_id[..8]);
+    let (a_kit, b_kit, c_kit) = (&mut a, &mut b, &mut c);
+    let mut all = vec![a_id.clone(), b_id.clone(), c_id.clone()];
+    all.sort();
+    eventually!("node a lists the three connections", {
+        sorted(&call(a_kit, json!({"op": "connections"})).await["ok"]) == all
+    });
+
+    // One connection on another node.
+    let sent = call(a_kit, json!({"op": "send", "to": b_id, "text": "a to b"})).await;
+    assert_eq!(sent, json!({"ok": null}));
+    assert_eq!(delivered(b_kit).await, "a to b");
+
+    // A broadcast reaches every node once, and counts every connection.
+    let (count, before) =
+        call_collecting(a_kit, json!({"op": "broadcast", "text": "to all"})).await;
+    assert_eq!(count["ok"], 3, "{count}");
+    assert_eq!(
+        before,
+        ["to all"],
+        "the sender's own copy comes before the answer"
+    );
+    assert_eq!(delivered(b_kit).await, "to all");
+    assert_eq!(delivered(c_kit).await, "to all");
+
+    // Groups span nodes: members are listed and reached wherever they are.
+    call(b_kit, json!({"op": "join", "group": "room"})).await;
+    call(c_kit, json!({"op": "join", "group": "room"})).await;
+    let mut room = vec![b_id.clone(), c_id.clone()];
+    room.sort();
+    eventually!("node a sees both members", {
+        sorted(&call(a_kit, json!({"op": "members", "group": "room"})).await["ok"]) == room
+    });
+    let count = call(
+        a_kit,
+        json!({"op": "publish", "group": "room", "text": "to the room"}),
+    )
+    .await;
+    assert_eq!(count["ok"], 2, "{count}");
+    assert_eq!(delivered(b_kit).await, "to the room");
+    assert_eq!(delivered(c_kit).await, "to the room");
+    // `except` names a connection on another node.
+    let count = call(
+        a_kit,
+        json!({"op": "publish", "group": "room", "text": "not to c", "except": c_id}),
+    )
+    .await;
+    assert_eq!(count["ok"], 1, "{count}");
+    assert_eq!(delivered(b_kit).await, "not to c");
+    call(c_kit, json!({"op": "leave", "group": "room"})).await;
+    eventually!("node a sees c leave", {
+        sorted(&call(a_kit, json!({"op": "members", "group": "room"})).await["ok"])
+            == [b_id.clone()]
+    });
+
+    // A close asked on node a happens on node c, with its code.
+    let closed = call(
+        a_kit,
+        json!({"op": "close", "to": c_id, "code": 4001, "reason": "from a"}),
+    )
+    .await;
+    assert_eq!(closed, json!({"ok": null}));
+    assert_eq!(expect_close(c_kit).await, (4001, "from a".to_owned()));
+    eventually!("node a sees c gone", {
+        let connections = sorted(&call(a_kit, json!({"op": "connections"})).await["ok"]);
+        !connections.contains(&c_id)
+    });
+    // An id no node holds any more is unknown.
+    let gone = call(a_kit, json!({"op": "send", "to": c_id, "text": "x"})).await;
+    assert_eq!(gone["error"], "UNKNOWN_CONNECTION", "{gone}");
+
+    let health = nodes[0].health().await;
+    assert_eq!(health["cluster"]["node_id"], "a");
+    assert_eq!(health["cluster"]["redis"], "up");
+    let metrics = nodes[0].get("/_/metrics").await;
+    assert!(
+        metrics.contains("switchboard_cluster_published_total{kind=\"deliver\"}"),
+        "{metrics}"
+    );
+    let metrics = nodes[1].get("/_/metrics").await;
+    assert!(
+        metrics.contains("switchboard_cluster_received_total{kind=\"deliver\"}"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("switchboard_cluster_delivery_seconds_count"));
+}
+
+#[tokio::test]
+async fn pushes_reach_clients_on_whichever_node_holds_them() {
+    let redis = Redis::start();
+    let nodes = start_nodes(&redis, &["a", "b", "c"], KIT).await;
+    let (mut b, _) = kit_client(&nodes[1], "/kit").await;
+    let (mut c, c_id) = kit_client(&nodes[2], "/kit").await;
+    let push = |body: Value| {
+        let node = &nodes[0];
+        async move { node.post("/_/push", &[], &body.to_string()).await }
+    };
+
+    // To a client on node c, through node a.
+    let (status, body) = push(json!({"to": {"client": c_id}, "message": "hello c"})).await;
+    assert_eq!((status, body), (200, json!({"delivered": 1})));
+    assert_eq!(delivered(&mut c).await, "hello c");
+
+    // Binary too; and the holder's own refusals come back as they are.
+    let (status, body) = push(json!({"to": {"client": c_id}, "binary": "AAEC"})).await;
+    assert_eq!((status, body), (200, json!({"delivered": 1})));
+    match crate::util::next(&mut c).await {
+        tokio_tungstenite::tungstenite::Message::Binary(bytes) => assert_eq!(&bytes[..], [0, 1, 2]),
+        other => panic!("expected binary, got {other:?}"),
+    }
+
+    // A group and a whole app, on every node.
+    call(&mut b, json!({"op": "join", "group": "g"})).await;
+    call(&mut c, json!({"op": "join", "group": "g"})).await;
+    let (mut a, _) = kit_client(&nodes[0], "/kit").await;
+    eventually!("node a sees both members", {
+        call(&mut a, json!({"op": "members", "group": "g"})).await["ok"]
+            .as_array()
+            .is_some_and(|m| m.len() == 2)
+    });
+    let (status, body) =
+        push(json!({"to": {"app": "/kit", "group": "g"}, "message": "to g"})).await;
+    assert_eq!((status, body), (200, json!({"delivered": 2})));
+    assert_eq!(delivered(&mut b).await, "to g");
+    assert_eq!(delivered(&mut c).await, "to g");
+    let (status, body) = push(json!({"to": {"app": "/kit"}, "message": "to all"})).await;
+    assert_eq!((status, body), (200, json!({"delivered": 3})));
+    assert_eq!(delivered(&mut a).await, "to all");
+    assert_eq!(delivered(&mut b).await, "to all");
+    assert_eq!(delivered(&mut c).await, "to all");
+
+    // A client its node no longer holds, and one no node ever held: 404.
+    drop(c);
+    eventually!("c has left node c", {
+        nodes[2].health().await["apps"]["/kit"]["connections"] == 0
+    });
+    let (status, body) = push(json!({"to": {"client": c_id}, "message": "x"})).await;
+    assert_eq!(status, 404, "{body}");
+    let (status, body) =
+        push(json!({"to": {"client": "0badc0de-0000-4000-8000-000000000000"}, "message": "x"}))
+            .await;
+    assert_eq!(status, 404, "{body}");
+    assert!(body["error"]
+        .as_str()
+        .unwrap()
+        .contains("no open connection"));
+}
+
+#[tokio::test]
+async fn a_killed_node_leaves_the_others_within_the_timeout() {
+    let redis = Redis::start();
+    let mut nodes = start_nodes(&redis, &["a", "b", "c"], KIT).await;
+    let (mut a, _) = kit_client(&nodes[0], "/kit").await;
+    let (mut c, c_id) = kit_client(&nodes[2], "/kit").await;
+    call(&mut c, json!({"op": "join", "group": "g"})).await;
+    eventually!("node a sees c in the group", {
+        sorted(&call(&mut a, json!({"op": "members", "group": "g"})).await["ok"]) == [c_id.clone()]
+    });
+    let killed_at = std::time::Instant::now();
+    nodes.pop().expect("node c").kill().await;
+    eventually!("node a forgets node c", {
+        call(&mut a, json!({"op": "members", "group": "g"})).await["ok"] == json!([])
+    });
+    // node_timeout is 1 s; heartbeats are checked every 100 ms.
+    assert!(killed_at.elapsed() < Duration::from_secs(3));
+    let health = nodes[0].health().await;
+    assert_eq!(health["cluster"]["nodes"].as_array().unwrap().len(), 1);
+    let (status, _) = nodes[0]
+        .post(
+            "/_/push",
+            &[],
+            &json!({"to": {"client": c_id}, "message": "x"}).to_string(),
+        )
+        .await;
+    assert_eq!(status, 404);
+    assert!(nodes[0].log().contains("node c not heard from"));
+}
+
+#[tokio::test]
+async fn redis_lost_and_back_keeps_local_service_and_resumes_by_itself() {
+    let mut redis = Redis::start();
+    let nodes = start_nodes(&redis, &["a", "b"], KIT).await;
+    let (mut a1, a1_id) = kit_client(&nodes[0], "/kit").await;
+    let (mut a2, _) = kit_client(&nodes[0], "/kit").await;
+    let (mut b, b_id) = kit_client(&nodes[1], "/kit").await;
+
+    redis.kill();
+    eventually!("node a notices Redis is gone", {
+        nodes[0].health().await["cluster"]["redis"] == "down"
+    });
+    // This node's own clients are served as before.
+    let sent = call(&mut a2, json!({"op": "send", "to": a1_id, "text": "local"})).await;
+    assert_eq!(sent, json!({"ok": null}));
+    assert_eq!(delivered(&mut a1).await, "local");
+    let count = call(&mut a2, json!({"op": "broadcast", "text": "local all"})).await;
+    assert_eq!(count["ok"], 2, "{count}");
+    // Another node's client: a clear error at once, not a hang.
+    let failed = call(&mut a2, json!({"op": "send", "to": b_id, "text": "x"})).await;
+    assert_eq!(failed["error"], "UNAVAILABLE", "{failed}");
+    let started = std::time::Instant::now();
+    let (status, body) = nodes[0]
+        .post(
+            "/_/push",
+            &[],
+            &json!({"to": {"client": b_id}, "message": "x"}).to_string(),
+        )
+        .await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("Redis"), "{body}");
+    assert!(started.elapsed() < Duration::from_secs(1));
+    let (status, _) = nodes[0]
+        .post(
+            "/_/push",
+            &[],
+            &json!({"to": {"client": a1_id}, "message": "pushed locally"}).to_string(),
+        )
+        .await;
+    assert_eq!(status, 200);
+
+    redis.restart();
+    eventually!("both nodes resubscribe and see each other", {
+        let mut ok = true;
+        for node in &nodes {
+            let health = node.health().await;
+            ok &= health["cluster"]["redis"] == "up"
+                && health["cluster"]["nodes"]
+                    .as_array()
+                    .is_some_and(|n| n.len() == 1);
+        }
+        ok
+    });
+    let sent = call(&mut a2, json!({"op": "send", "to": b_id, "text": "back"})).await;
+    assert_eq!(sent, json!({"ok": null}));
+    assert_eq!(delivered(&mut b).await, "back");
+    let metrics = nodes[0].get("/_/metrics").await;
+    assert!(
+        metrics.contains("switchboard_cluster_redis_reconnects_total 1"),
+        "{metrics}"
+    );
+    assert!(nodes[0].log().contains("lost Redis"));
+    assert!(nodes[0].log().contains("Redis is back"));
+}
+
+#[tokio::test]
+async fn without_redis_a_node_refuses_to_start_and_check_says_why() {
+    let redis = Redis::start();
+    let port = redis.port;
+    drop(redis);
+    let text = node_config_text(port);
+    let output = switchboard_tests::run_command(&[], &text).await;
+    let printed = switchboard_tests::output_text(&output);
+    assert!(!output.status.success());
+    assert!(
+        printed.contains(&format!("cannot reach Redis at redis://127.0.0.1:{port}")),
+        "{printed}"
+    );
+    let output = switchboard_tests::run_command(&["check"], &text).await;
+    assert!(!output.status.success());
+    assert!(switchboard_tests::output_text(&output).contains("cannot reach Redis"));
+
+    let redis = Redis::start();
+    let output = switchboard_tests::run_command(&["check"], &node_config_text(redis.port)).await;
+    let printed = switchboard_tests::output_text(&output);
+    assert!(output.status.success(), "{printed}");
+    assert!(
+        printed.contains("answers; this node is \"solo\""),
+        "{printed}"
+    );
+
+    let output = switchboard_tests::run_command(
+        &["check"],
+        "[cluster]\nredis = \"http://nope\"\nnode_id = \"bad id!\"\n",
+    )
+    .await;
+    let printed = switchboard_tests::output_text(&output);
+    assert!(
+        printed.contains(":2:9: cluster.redis = \"http://nope\" is not a Redis URL"),
+        "{printed}"
+    );
+    assert!(
+        printed.contains(":3:11: cluster.node_id must be"),
+        "{printed}"
+    );
+}
+
+fn node_config_text(port: u16) -> String {
+    format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nplugin_dir = {:?}\n[cluster]\nredis = \"redis://127.0.0.1:{port}\"\nnode_id = \"solo\"\nrequest_timeout = \"500ms\"\n",
+        switchboard_tests::target_dir().display().to_string()
+    )
+}

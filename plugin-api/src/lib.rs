@@ -32,17 +32,20 @@
 //! - [`sdk`]: plain Rust on top of the ABI: the [`App`] trait with default methods,
 //!   the [`Host`] handle, [`Shared`] state, and the shims that keep panics from
 //!   crossing the boundary.
+//! - [`memory_state`]: shared state in memory, as a single node keeps it
+//!   (and the reference for a cluster's Redis).
 //! - `export_app!`: the one macro a plugin calls to export its app.
 
 pub mod abi;
 mod export;
+pub mod memory_state;
 pub mod sdk;
 pub use sdk::testing;
 
 pub use abi::{ConnId, LogLevel};
 pub use sdk::{
     Accept, App, ConnInfo, Context, Error, FramePacing, Handshake, Host, HostError, HostErrorKind,
-    Message, Push, PushDecision, PushTarget, Reject, ServerInfo, Shared,
+    Message, Push, PushDecision, PushTarget, Reject, ServerInfo, Shared, SharedState,
 };
 
 /// The version of this crate, which is the plugin ABI version a plugin is built against.

@@ -62,6 +62,18 @@ impl LocalApps for ClusterApps {
         }
     }
 
+    fn lost(&self, app: &str, id: ConnId) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        let mount = self
+            .server
+            .upgrade()
+            .and_then(|server| server.mounts_named(app).into_iter().next());
+        Box::pin(async move {
+            if let Some(mount) = mount {
+                mount.call_shared(|instance| instance.on_lost(id)).await;
+            }
+        })
+    }
+
     fn snapshot(&self) -> Vec<AppSnapshot> {
         let Some(server) = self.server.upgrade() else {
             return Vec::new();

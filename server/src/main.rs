@@ -109,11 +109,7 @@ fn serve_on(server: Arc<Server>, config_path: &Path, watch: bool) -> anyhow::Res
         let config = server.config();
         if let Some(cluster) = server.cluster() {
             cluster
-                .start(
-                    switchboard::cluster_apps::ClusterApps::new(&server),
-                    server.shutdown_token().clone(),
-                    server.tracker(),
-                )
+                .start(switchboard::cluster_apps::ClusterApps::new(&server))
                 .await
                 .context("cannot start")?;
             tracing::info!(
@@ -164,7 +160,10 @@ fn serve_on(server: Arc<Server>, config_path: &Path, watch: bool) -> anyhow::Res
             println!("{line}");
         }
         std::io::stdout().flush().ok();
-        switchboard::listener::serve(server, listeners, shutdown_signal()).await;
+        switchboard::listener::serve(server.clone(), listeners, shutdown_signal()).await;
+        if let Some(cluster) = server.cluster() {
+            cluster.leave().await;
+        }
         Ok(ExitCode::SUCCESS)
     })
 }

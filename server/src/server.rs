@@ -255,6 +255,7 @@ impl Server {
             listen: OnceLock::new(),
             push_path: config.push.path.clone().into(),
             cluster,
+            state: Default::default(),
         });
         let builder = Builder {
             store: &store,

@@ -374,3 +374,228 @@ fn node_config_text(port: u16) -> String {
         switchboard_tests::target_dir().display().to_string()
     )
 }
+
+/// Shared-state calls and the answers a single node gives; a cluster node
+/// must give the same.
+fn state_script() -> Vec<(Value, Value)> {
+    let call = |fields: Value| {
+        let mut command = json!({"op": "state"});
+        for (name, value) in fields.as_object().unwrap() {
+            command[name] = value.clone();
+        }
+        command
+    };
+    vec![
+        (
+            call(json!({"call": "get", "key": "k"})),
+            json!({"ok": null}),
+        ),
+        (
+            call(json!({"call": "swap", "key": "k", "value": "me"})),
+            json!({"ok": true}),
+        ),
+        (
+            call(json!({"call": "swap", "key": "k", "value": "you"})),
+            json!({"ok": false}),
+        ),
+        (
+            call(json!({"call": "get", "key": "k"})),
+            json!({"ok": "me"}),
+        ),
+        (
+            call(json!({"call": "swap", "key": "k", "expected": "you"})),
+            json!({"ok": false}),
+        ),
+        (
+            call(json!({"call": "swap", "key": "k", "expected": "me", "value": "me2"})),
+            json!({"ok": true}),
+        ),
+        (
+            call(json!({"call": "swap", "key": "k", "expected": "me2"})),
+            json!({"ok": true}),
+        ),
+        (
+            call(json!({"call": "get", "key": "k"})),
+            json!({"ok": null}),
+        ),
+        (
+            call(json!({"call": "set", "key": "k", "value": "v"})),
+            json!({"ok": null}),
+        ),
+        (
+            call(json!({"call": "delete", "key": "k"})),
+            json!({"ok": true}),
+        ),
+        (
+            call(json!({"call": "delete", "key": "k"})),
+            json!({"ok": false}),
+        ),
+        (
+            call(json!({"call": "hash_set", "key": "h", "field": "a", "value": "1"})),
+            json!({"ok": true}),
+        ),
+        (
+            call(json!({"call": "hash_set", "key": "h", "field": "a", "value": "2"})),
+            json!({"ok": false}),
+        ),
+        (
+            call(json!({"call": "hash_set", "key": "h", "field": "b", "value": "3"})),
+            json!({"ok": true}),
+        ),
+        (
+            call(json!({"call": "hash_get", "key": "h", "field": "a"})),
+            json!({"ok": "2"}),
+        ),
+        (
+            call(json!({"call": "hash_swap", "key": "h", "field": "c", "value": "x"})),
+            json!({"ok": true}),
+        ),
+        (
+            call(
+                json!({"call": "hash_swap", "key": "h", "field": "c", "expected": "y", "value": "z"}),
+            ),
+            json!({"ok": false}),
+        ),
+        (
+            call(json!({"call": "hash_all", "key": "h"})),
+            json!({"ok": [["a", "2"], ["b", "3"], ["c", "x"]]}),
+        ),
+        (
+            call(json!({"call": "hash_set", "key": "h", "field": "a"})),
+            json!({"ok": true}),
+        ),
+        (
+            call(json!({"call": "hash_set", "key": "h", "field": "a"})),
+            json!({"ok": false}),
+        ),
+        (
+            call(json!({"call": "list_push", "key": "l", "value": "1", "limit": 3})),
+            json!({"ok": 1}),
+        ),
+        (
+            call(json!({"call": "list_push", "key": "l", "value": "2", "limit": 3})),
+            json!({"ok": 2}),
+        ),
+        (
+            call(json!({"call": "list_push", "key": "l", "value": "3", "limit": 3})),
+            json!({"ok": 3}),
+        ),
+        (
+            call(json!({"call": "list_push", "key": "l", "value": "2", "limit": 3})),
+            json!({"ok": 3}),
+        ),
+        (
+            call(json!({"call": "list_range", "key": "l"})),
+            json!({"ok": ["2", "3", "2"]}),
+        ),
+        (
+            call(json!({"call": "list_range", "key": "l", "limit": 2})),
+            json!({"ok": ["3", "2"]}),
+        ),
+        (
+            call(json!({"call": "list_remove", "key": "l", "value": "2"})),
+            json!({"ok": 2}),
+        ),
+        (
+            call(json!({"call": "list_range", "key": "l"})),
+            json!({"ok": ["3"]}),
+        ),
+        (
+            call(json!({"call": "list_remove", "key": "l", "value": "3"})),
+            json!({"ok": 1}),
+        ),
+        (
+            call(json!({"call": "list_range", "key": "l"})),
+            json!({"ok": []}),
+        ),
+        (
+            call(json!({"call": "get", "key": "h"})),
+            json!({"error": "INVALID_ARGUMENT", "message": "state key \"h\" holds a hash, not a value"}),
+        ),
+        (
+            call(json!({"call": "set", "key": "h", "value": "v"})),
+            json!({"error": "INVALID_ARGUMENT", "message": "state key \"h\" holds a hash, not a value"}),
+        ),
+        (
+            call(json!({"call": "list_push", "key": "h", "value": "v"})),
+            json!({"error": "INVALID_ARGUMENT", "message": "state key \"h\" holds a hash, not a list"}),
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn shared_state_answers_alike_on_one_node_and_across_nodes() {
+    let single = TestServer::start(TestConfig::new().apps(KIT)).await;
+    let (mut alone, _) = kit_client(&single, "/kit").await;
+    for (command, expected) in state_script() {
+        assert_eq!(
+            call(&mut alone, command.clone()).await,
+            expected,
+            "single node: {command}"
+        );
+    }
+    let redis = Redis::start();
+    let nodes = start_nodes(&redis, &["a", "b"], KIT).await;
+    let (mut a, _) = kit_client(&nodes[0], "/kit").await;
+    let (mut b, _) = kit_client(&nodes[1], "/kit").await;
+    for (index, (command, expected)) in state_script().into_iter().enumerate() {
+        // Alternate the nodes: one state, whichever node asks.
+        let ws = if index % 2 == 0 { &mut a } else { &mut b };
+        assert_eq!(
+            call(ws, command.clone()).await,
+            expected,
+            "cluster: {command}"
+        );
+    }
+    // Expiry, on both.
+    for ws in [&mut alone, &mut a] {
+        let set = json!({"op": "state", "call": "swap", "key": "t", "value": "x", "ttl_ms": 200});
+        assert_eq!(call(ws, set).await, json!({"ok": true}));
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let get = json!({"op": "state", "call": "get", "key": "t"});
+        assert_eq!(call(ws, get).await, json!({"ok": null}));
+    }
+    // Apps do not share keys.
+    let other = format!("{KIT}\n[[app]]\npath = \"/kit2\"\nplugin = \"fixture_testkit\"\n");
+    let node = TestServer::start(node_config(&redis, "c", &other)).await;
+    let (mut kit2, _) = kit_client(&node, "/kit2").await;
+    let get = json!({"op": "state", "call": "hash_all", "key": "h"});
+    assert_eq!(call(&mut kit2, get.clone()).await, json!({"ok": []}));
+    let (mut kit, _) = kit_client(&node, "/kit").await;
+    assert_eq!(
+        call(&mut kit, get).await,
+        json!({"ok": [["b", "3"], ["c", "x"]]})
+    );
+}
+
+#[tokio::test]
+async fn the_connections_of_a_killed_node_are_lost_once_on_another_node() {
+    let redis = Redis::start();
+    let mut nodes = start_nodes(&redis, &["a", "b", "c"], KIT).await;
+    let (mut a, _) = kit_client(&nodes[0], "/kit").await;
+    let (_c1, c1) = kit_client(&nodes[2], "/kit").await;
+    let (_c2, c2) = kit_client(&nodes[2], "/kit").await;
+    let (c3, c3_id) = kit_client(&nodes[2], "/kit").await;
+    // A connection closed normally is not lost: its on_close ran.
+    drop(c3);
+    eventually!("c3 closed", {
+        nodes[2].health().await["apps"]["/kit"]["connections"] == 2
+    });
+    // The nodes have been up for node_timeout (1 s): reaping is on.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let killed_at = std::time::Instant::now();
+    nodes.pop().expect("node c").kill().await;
+    let lost = json!({"op": "state", "call": "list_range", "key": "lost"});
+    let mut expected = vec![c1.clone(), c2.clone()];
+    expected.sort();
+    eventually!("a or b is told c1 and c2 are lost", {
+        sorted(&call(&mut a, lost.clone()).await["ok"]) == expected
+    });
+    assert!(killed_at.elapsed() < Duration::from_secs(4));
+    // Once: wait two more heartbeats and count again.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(sorted(&call(&mut a, lost).await["ok"]), expected);
+    assert!(!expected.contains(&c3_id));
+    let logs = format!("{}{}", nodes[0].log(), nodes[1].log());
+    assert_eq!(logs.matches("stopped answering").count(), 1, "{logs}");
+}

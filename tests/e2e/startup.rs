@@ -157,7 +157,7 @@ async fn a_plugin_of_another_plugin_api_series_is_refused_naming_both_versions()
 }
 
 /// The plugin-api version this build of the server loads.
-const SERVER_API: &str = "0.2.0";
+const SERVER_API: &str = "0.2.1";
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_plugin_built_against_an_older_plugin_api_is_refused_in_one_line() {
@@ -231,9 +231,9 @@ async fn plugins_lists_manifests_and_load_errors() {
         !output.status.success(),
         "one file is not a plugin, so the listing fails:\n{text}"
     );
-    assert!(text.contains("libecho.so: echo 0.1.0 (plugin-api 0.2.0): Sends every text and binary message back unchanged"), "{text}");
+    assert!(text.contains("libecho.so: echo 0.1.0 (plugin-api 0.2.1): Sends every text and binary message back unchanged"), "{text}");
     assert!(
-        text.contains("libcommands.so: commands 0.1.0 (plugin-api 0.2.0)"),
+        text.contains("libcommands.so: commands 0.1.0 (plugin-api 0.2.1)"),
         "{text}"
     );
     assert!(

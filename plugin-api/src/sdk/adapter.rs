@@ -110,6 +110,10 @@ impl<T: App> abi::App for AppAdapter<T> {
         guard(|| self.0.on_resume(conn))
     }
 
+    fn on_lost(&self, conn: ConnId) -> RResult<(), abi::CallbackError> {
+        guard(|| self.0.on_lost(conn))
+    }
+
     fn on_push(
         &self,
         push: &abi::PushRequest<'_>,

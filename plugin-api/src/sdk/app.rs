@@ -168,6 +168,20 @@ pub trait App: Send + Sync + Sized + 'static {
         self.on_open(conn)
     }
 
+    /// A connection of this app on another node of a cluster is gone without
+    /// an `on_close` anywhere (its node was killed, crashed or lost Redis for
+    /// longer than `node_timeout`): release what it held in
+    /// [`SharedState`](super::SharedState), as `on_close` would. Called on
+    /// one node of the cluster, once per such connection; never on a single
+    /// node. Default: nothing.
+    ///
+    /// # Errors
+    /// An error is logged and counted.
+    fn on_lost(&self, conn: ConnId) -> Result<(), Error> {
+        let _ = conn;
+        Ok(())
+    }
+
     /// A backend pushes a message through the push API. Default: deliver it.
     /// Runs on the HTTP request's thread, possibly while a callback of the
     /// connection concerned runs on another.

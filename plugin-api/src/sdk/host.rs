@@ -6,7 +6,7 @@ use std::time::Duration;
 use abi_stable::std_types::{ROption, RStr, RVec};
 use serde::Serialize;
 
-use super::{ConnInfo, Message};
+use super::{ConnInfo, Message, SharedState};
 use crate::abi::{self, ConnId, HostBox, HostErrorKind, LogLevel};
 
 /// A host call failed.
@@ -72,6 +72,22 @@ impl Host {
     #[doc(hidden)]
     pub fn from_abi(inner: HostBox) -> Self {
         Host { inner }
+    }
+
+    /// The app's shared state: one for the app across a cluster, kept by
+    /// the server across reloads (see [`SharedState`]).
+    pub fn state(&self) -> SharedState<'_> {
+        SharedState::new(self)
+    }
+
+    pub(super) fn state_call(
+        &self,
+        request: &abi::StateRequest<'_>,
+    ) -> Result<abi::StateReply, HostError> {
+        self.inner
+            .state(request)
+            .into_result()
+            .map_err(HostError::from_abi)
     }
 
     /// Queues a message for one connection. Messages to one connection arrive in

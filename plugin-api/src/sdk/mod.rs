@@ -11,6 +11,7 @@
 //! - `handshake`: [`Handshake`], [`Accept`] and [`Reject`];
 //! - `push`: pushes from backends and the app's [`PushDecision`];
 //! - `shared`: [`Shared`], state behind a lock a panic does not poison;
+//! - `state`: [`SharedState`], state kept by the server, one across a cluster;
 //! - `auth`: [`bearer_token`] and [`tokens_match`], for apps that check tokens;
 //! - `adapter`: the `catch_unwind` shims between an SDK app and the ABI;
 //! - [`testing`]: [`testing::TestHost`], an in-memory server for unit tests and fuzzing.
@@ -24,6 +25,7 @@ mod host;
 mod message;
 mod push;
 mod shared;
+mod state;
 pub mod testing;
 
 pub use crate::abi::{ConnId, HostErrorKind, LogLevel};
@@ -39,3 +41,4 @@ pub use host::{FramePacing, Host, HostError, ServerInfo};
 pub use message::Message;
 pub use push::{Push, PushDecision, PushTarget};
 pub use shared::Shared;
+pub use state::SharedState;

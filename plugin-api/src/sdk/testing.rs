@@ -3,7 +3,8 @@
 //! It keeps what the real server keeps for an app (open connections, groups)
 //! and records what the app asks of it (messages, closes, log lines), so a
 //! test can build the app, play connections and messages at it, and look at
-//! what came out, all in one process and without a server.
+//! what came out, all in one process and without a server. Its shared state
+//! is a [`MemoryState`], as on a single-node server.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -14,6 +15,7 @@ use abi_stable::std_types::{RArc, ROption, RResult, RStr, RString, RVec};
 
 use super::{Context, Host};
 use crate::abi::{self, ConnId, ConnOption, HostErrorKind, LogLevel, MessageRef};
+use crate::memory_state::MemoryState;
 
 /// A message the app queued for a connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,6 +83,7 @@ struct State {
 #[derive(Debug, Clone, Default)]
 pub struct TestHost {
     state: Arc<Mutex<State>>,
+    shared: Arc<MemoryState>,
 }
 
 impl TestHost {
@@ -316,6 +319,16 @@ impl abi::Host for TestHost {
         }
         state.options.push((conn, option, value));
         RResult::ROk(())
+    }
+
+    fn state(&self, request: &abi::StateRequest<'_>) -> RResult<abi::StateReply, abi::HostError> {
+        self.shared
+            .run(request.key.as_str(), request)
+            .map_err(|error| abi::HostError {
+                kind: HostErrorKind::INVALID_ARGUMENT,
+                message: error.to_string().into(),
+            })
+            .into()
     }
 }
 

@@ -1,24 +1,35 @@
 //! The link to Redis: one multiplexed connection publishes (pipelined,
-//! in batches of what is queued), one subscribed connection receives this
-//! node's channel and the shared one. A session ends when either fails or a
-//! command takes longer than `request_timeout`; then the node serves its own
-//! clients alone and reconnects with backoff, and once back it says hello
-//! (every node answers with a snapshot) and sends its own snapshot, so the
-//! nodes' views of each other are whole again without a restart.
+//! in batches of what is queued) and serves shared-state operations, one
+//! subscribed connection receives this node's channel and the shared one. A
+//! session ends when either fails or a command takes longer than
+//! `request_timeout`; then the node serves its own clients alone and
+//! reconnects with backoff, and once back it says hello (every node answers
+//! with a snapshot) and sends its own snapshot, so the nodes' views of each
+//! other are whole again without a restart.
+//!
+//! Every node process also keeps three things in Redis: its name in
+//! `<prefix>:instances`, a key `<prefix>:alive:<instance>` that expires
+//! after `node_timeout` unless the heartbeat renews it, and the set of its
+//! connections `<prefix>:conns:<instance>`. A node that has been up for
+//! `node_timeout` reaps every instance whose alive key expired: the one that
+//! removes it from `instances` (Redis says which, exactly one) calls
+//! `on_lost` of the apps for each connection it held. A node restarted
+//! under the same id, a whole cluster restarted, a node killed: all end
+//! there, within `node_timeout` plus a heartbeat.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use switchboard_plugin_api::ConnId;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
 use super::envelope::{self, Header, To};
-use super::{kind_labels, Channel, Cluster, LocalApps, Outbound};
+use super::{kind_labels, Channel, Cluster, LocalApps, Outbound, Work};
 use crate::registry::Audience;
 
 /// Most envelopes published in one pipelined round trip.
@@ -41,7 +52,18 @@ impl Cluster {
         }
     }
 
-    fn set_up(&self, up: bool) {
+    fn key(&self, kind: &str, instance: &str) -> String {
+        format!("{}:{kind}:{instance}", self.config.prefix)
+    }
+
+    fn instances_key(&self) -> String {
+        format!("{}:instances", self.config.prefix)
+    }
+
+    fn set_up(&self, session: Option<&Session>) {
+        let up = session.is_some();
+        *self.commands.lock().unwrap_or_else(|e| e.into_inner()) =
+            session.map(|s| s.commands.clone());
         self.up.store(up, Ordering::Release);
         self.metrics.redis_up.set(i64::from(up));
     }
@@ -82,12 +104,21 @@ impl Session {
     }
 
     async fn publish(&mut self, cluster: &Cluster, batch: &[Outbound]) -> Result<(), String> {
+        let conns = cluster.key("conns", &cluster.instance_name());
         let mut pipe = redis::pipe();
         for outbound in batch {
-            pipe.cmd("PUBLISH")
-                .arg(cluster.channel_name(&outbound.channel))
-                .arg(outbound.bytes.as_slice())
-                .ignore();
+            match &outbound.work {
+                Work::Publish { channel, bytes } => pipe
+                    .cmd("PUBLISH")
+                    .arg(cluster.channel_name(channel))
+                    .arg(bytes.as_slice())
+                    .ignore(),
+                Work::Track { open, member } => pipe
+                    .cmd(if *open { "SADD" } else { "SREM" })
+                    .arg(&conns)
+                    .arg(member)
+                    .ignore(),
+            };
         }
         pipe.query_async::<()>(&mut self.commands)
             .await
@@ -113,9 +144,9 @@ pub(super) async fn run(
 ) {
     let node = cluster.config.node_id.clone();
     loop {
-        cluster.set_up(true);
+        cluster.set_up(Some(&session));
         let ended = serve(&cluster, &mut session, &local, &mut outbound, &shutdown).await;
-        cluster.set_up(false);
+        cluster.set_up(None);
         // Pushes waiting for an answer fail now (503) rather than time out.
         cluster
             .pending
@@ -161,12 +192,14 @@ async fn serve(
     shutdown: &CancellationToken,
 ) -> Result<(), String> {
     let node = cluster.config.node_id.clone();
+    register(cluster, session, local).await?;
     let greeting = [
+        heartbeat(cluster, local),
         envelope_for(Channel::All, &Header::Hello { node: node.clone() }),
         snapshot(cluster, local),
-        heartbeat(cluster, local),
     ];
     session.publish(cluster, &greeting).await?;
+    let up_since = Instant::now();
     let mut tick = tokio::time::interval(cluster.config.heartbeat);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut batch = Vec::with_capacity(BATCH);
@@ -174,8 +207,14 @@ async fn serve(
         tokio::select! {
             biased;
             () = shutdown.cancelled() => {
+                // What the closing connections queued goes out first.
+                while outbound.recv_many(&mut batch, BATCH).now_or_never().unwrap_or(0) > 0 {
+                    let _ = session.publish(cluster, &batch).await;
+                    batch.clear();
+                }
                 let bye = envelope_for(Channel::All, &Header::Bye { node });
                 let _ = session.publish(cluster, &[bye]).await;
+                let _ = unregister(cluster, session).await;
                 return Ok(());
             }
             message = session.messages.next() => {
@@ -198,6 +237,12 @@ async fn serve(
                     beat.push(snapshot(cluster, local));
                 }
                 session.publish(cluster, &beat).await?;
+                renew(cluster, session).await?;
+                // Every live node has had the time to renew its key since
+                // this one connected (after an outage of Redis too).
+                if up_since.elapsed() > cluster.config.node_timeout {
+                    reap(cluster, session, local).await?;
+                }
                 let gone = cluster
                     .peers()
                     .expire(cluster.config.node_timeout, Instant::now());
@@ -214,11 +259,145 @@ async fn serve(
     }
 }
 
+/// Puts this process in `instances`, its alive key in place and the set of
+/// its connections as they are now (it may have changed while Redis was out).
+async fn register(
+    cluster: &Cluster,
+    session: &mut Session,
+    local: &Arc<dyn LocalApps>,
+) -> Result<(), String> {
+    let me = cluster.instance_name();
+    let conns = cluster.key("conns", &me);
+    let members: Vec<String> = local
+        .snapshot()
+        .into_iter()
+        .flat_map(|app| {
+            let name = app.app;
+            app.connections
+                .into_iter()
+                .map(move |(id, _)| format!("{name}\n{id}"))
+        })
+        .collect();
+    let mut pipe = redis::pipe();
+    pipe.atomic()
+        .cmd("SADD")
+        .arg(cluster.instances_key())
+        .arg(&me)
+        .ignore()
+        .cmd("DEL")
+        .arg(&conns)
+        .ignore();
+    if !members.is_empty() {
+        pipe.cmd("SADD").arg(&conns).arg(members).ignore();
+    }
+    pipe.query_async::<()>(&mut session.commands)
+        .await
+        .map_err(|e| format!("registering: {e}"))?;
+    renew(cluster, session).await
+}
+
+/// Renews this process's alive key.
+async fn renew(cluster: &Cluster, session: &mut Session) -> Result<(), String> {
+    let ttl = u64::try_from(cluster.config.node_timeout.as_millis()).unwrap_or(u64::MAX);
+    redis::cmd("SET")
+        .arg(cluster.key("alive", &cluster.instance_name()))
+        .arg(1)
+        .arg("PX")
+        .arg(ttl)
+        .query_async::<()>(&mut session.commands)
+        .await
+        .map_err(|e| format!("heartbeat: {e}"))
+}
+
+/// Takes this process out of Redis when it leaves (its connections closed
+/// normally, so nobody has anything to reap).
+async fn unregister(cluster: &Cluster, session: &mut Session) -> Result<(), String> {
+    let me = cluster.instance_name();
+    let mut pipe = redis::pipe();
+    pipe.cmd("SREM")
+        .arg(cluster.instances_key())
+        .arg(&me)
+        .ignore()
+        .cmd("DEL")
+        .arg(cluster.key("alive", &me))
+        .arg(cluster.key("conns", &me))
+        .ignore();
+    pipe.query_async::<()>(&mut session.commands)
+        .await
+        .map_err(|e| format!("leaving: {e}"))
+}
+
+/// Reaps every instance whose alive key expired: the node that removes it
+/// from `instances` tells its apps each of its connections is lost.
+async fn reap(
+    cluster: &Cluster,
+    session: &mut Session,
+    local: &Arc<dyn LocalApps>,
+) -> Result<(), String> {
+    let me = cluster.instance_name();
+    let c = &mut session.commands;
+    let failed = |e: redis::RedisError| format!("reaping: {e}");
+    let instances: Vec<String> = redis::cmd("SMEMBERS")
+        .arg(cluster.instances_key())
+        .query_async(c)
+        .await
+        .map_err(failed)?;
+    for instance in instances.into_iter().filter(|i| *i != me) {
+        let alive: bool = redis::cmd("EXISTS")
+            .arg(cluster.key("alive", &instance))
+            .query_async(c)
+            .await
+            .map_err(failed)?;
+        if alive {
+            continue;
+        }
+        let claimed: i64 = redis::cmd("SREM")
+            .arg(cluster.instances_key())
+            .arg(&instance)
+            .query_async(c)
+            .await
+            .map_err(failed)?;
+        if claimed != 1 {
+            continue;
+        }
+        let conns = cluster.key("conns", &instance);
+        let (members,): (Vec<String>,) = redis::pipe()
+            .atomic()
+            .cmd("SMEMBERS")
+            .arg(&conns)
+            .cmd("DEL")
+            .arg(&conns)
+            .ignore()
+            .query_async(c)
+            .await
+            .map_err(failed)?;
+        tracing::warn!(
+            node = %cluster.config.node_id,
+            "cluster: {instance} stopped answering; telling the apps its {} connection(s) are lost",
+            members.len()
+        );
+        let local = local.clone();
+        tokio::spawn(async move {
+            for member in members {
+                let Some((app, id)) = member.split_once('\n') else {
+                    continue;
+                };
+                if let Ok(id) = id.parse::<ConnId>() {
+                    local.lost(app, id).await;
+                }
+            }
+        });
+    }
+    Ok(())
+}
+
 fn envelope_for(channel: Channel, header: &Header) -> Outbound {
     Outbound {
-        channel,
         kind: header.kind(),
-        bytes: envelope::encode(header, &[]),
+        work: Work::Publish {
+            channel,
+            bytes: envelope::encode(header, &[]),
+        },
     }
 }
 
@@ -294,7 +473,9 @@ fn receive(cluster: &Arc<Cluster>, local: &Arc<dyn LocalApps>, bytes: &[u8]) {
     match header {
         Header::Heartbeat { .. } => {}
         Header::Hello { .. } => {
-            let _ = cluster.outbound.try_send(snapshot(cluster, local));
+            if cluster.outbound.try_send(snapshot(cluster, local)).is_err() {
+                cluster.resync.store(true, Ordering::Relaxed);
+            }
         }
         Header::Bye { node } => {
             if cluster.peers().forget(&node) {

@@ -24,6 +24,7 @@
 mod envelope;
 mod link;
 mod peers;
+mod state;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -60,6 +61,9 @@ pub enum ClusterError {
     /// No live node holds the connection.
     #[error("no open connection {0}")]
     UnknownConnection(ConnId),
+    /// The operation itself was refused (shared state: a key of another kind).
+    #[error("{0}")]
+    Refused(String),
     /// The node holding the connection did not answer in time.
     #[error("node {node} did not answer within {timeout:?}")]
     Timeout {
@@ -94,6 +98,9 @@ pub trait LocalApps: Send + Sync + 'static {
     /// Closes a connection of `app` on this node, if it holds it.
     fn close(&self, app: &str, id: ConnId, request: CloseRequest);
 
+    /// Tells `app` that a connection another node held is lost (`on_lost`).
+    fn lost(&self, app: &str, id: ConnId) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+
     /// Every app's connections and their groups on this node.
     fn snapshot(&self) -> Vec<AppSnapshot>;
 
@@ -114,12 +121,31 @@ enum Channel {
     Node(String),
 }
 
-/// An envelope waiting to be published.
+/// Work for the link, in the order it was queued.
+#[derive(Debug)]
+enum Work {
+    /// An envelope to publish.
+    Publish {
+        /// Where.
+        channel: Channel,
+        /// The envelope.
+        bytes: Vec<u8>,
+    },
+    /// A connection of this node opened (or closed): kept in Redis, so that
+    /// whoever outlives this node can tell its apps the connection is lost.
+    Track {
+        /// Opened (else closed).
+        open: bool,
+        /// `<app>\n<conn>`.
+        member: String,
+    },
+}
+
+/// Work waiting for the link.
 #[derive(Debug)]
 struct Outbound {
-    channel: Channel,
     kind: &'static str,
-    bytes: Vec<u8>,
+    work: Work,
 }
 
 /// This node's membership in a cluster.
@@ -138,6 +164,13 @@ pub struct Cluster {
     /// A membership change could not be queued: publish a whole snapshot.
     resync: AtomicBool,
     metrics: ClusterMetrics,
+    /// The connection that shared-state operations use, while Redis is up.
+    commands: Mutex<Option<redis::aio::MultiplexedConnection>>,
+    /// The server's runtime, for state operations from plugins' own threads.
+    runtime: std::sync::OnceLock<tokio::runtime::Handle>,
+    /// Asks the link to leave the cluster (after every connection closed).
+    leave: tokio_util::sync::CancellationToken,
+    link: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -187,21 +220,21 @@ impl Cluster {
             next_request: AtomicU64::new(1),
             resync: AtomicBool::new(false),
             metrics,
+            commands: Mutex::new(None),
+            runtime: std::sync::OnceLock::new(),
+            leave: tokio_util::sync::CancellationToken::new(),
+            link: Mutex::new(None),
         }))
     }
 
     /// Connects to Redis (refusing to start when it cannot within
     /// `request_timeout`), then keeps the link up in a task of its own until
-    /// `shutdown`, when it says bye.
+    /// [`Cluster::leave`].
     ///
     /// # Errors
     /// Redis cannot be reached.
-    pub async fn start(
-        self: &Arc<Self>,
-        local: Arc<dyn LocalApps>,
-        shutdown: tokio_util::sync::CancellationToken,
-        tracker: &tokio_util::task::TaskTracker,
-    ) -> Result<(), JoinError> {
+    pub async fn start(self: &Arc<Self>, local: Arc<dyn LocalApps>) -> Result<(), JoinError> {
+        let _ = self.runtime.set(tokio::runtime::Handle::current());
         let session = link::Session::open(self)
             .await
             .map_err(|reason| JoinError {
@@ -216,8 +249,26 @@ impl Cluster {
         else {
             return Ok(());
         };
-        tracker.spawn(link::run(self.clone(), session, local, outbound, shutdown));
+        let task = tokio::spawn(link::run(
+            self.clone(),
+            session,
+            local,
+            outbound,
+            self.leave.clone(),
+        ));
+        *self.link.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
         Ok(())
+    }
+
+    /// Leaves the cluster: says bye and unregisters this node (its
+    /// connections are closed by now, their `on_close` ran), within
+    /// `request_timeout`.
+    pub async fn leave(&self) {
+        self.leave.cancel();
+        let task = self.link.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(task) = task {
+            let _ = tokio::time::timeout(self.config.request_timeout * 2, task).await;
+        }
     }
 
     /// Whether the Redis of `config` answers a PING within `request_timeout`
@@ -246,6 +297,11 @@ impl Cluster {
                 "no answer within {timeout:?} (cluster.request_timeout)"
             ))),
         }
+    }
+
+    /// This process among the nodes: `<node_id>:<instance>`.
+    fn instance_name(&self) -> String {
+        format!("{}:{:016x}", self.config.node_id, self.instance)
     }
 
     /// This node's id.
@@ -290,9 +346,11 @@ impl Cluster {
 
     fn queue(&self, channel: Channel, header: &Header, payload: &[u8]) -> Result<(), ClusterError> {
         let outbound = Outbound {
-            channel,
             kind: header.kind(),
-            bytes: envelope::encode(header, payload),
+            work: Work::Publish {
+                channel,
+                bytes: envelope::encode(header, payload),
+            },
         };
         self.outbound.try_send(outbound).map_err(|_| {
             self.dropped("queue_full");
@@ -456,6 +514,18 @@ impl Cluster {
         if !self.is_up() {
             // The snapshot sent when Redis is back tells the others.
             return;
+        }
+        if let Change::Open { id } | Change::Close { id } = &change {
+            let track = Outbound {
+                kind: "track",
+                work: Work::Track {
+                    open: matches!(change, Change::Open { .. }),
+                    member: format!("{app}\n{id}"),
+                },
+            };
+            if self.outbound.try_send(track).is_err() {
+                self.resync.store(true, Ordering::Relaxed);
+            }
         }
         let header = Header::Membership {
             node: self.config.node_id.clone(),

@@ -16,7 +16,7 @@ use abi_stable::std_types::{RArc, ROption, RResult, RStr, RString, RVec};
 use bytes::Bytes;
 use switchboard_plugin_api::abi::{
     ConnInfo, ConnOption, Header, Host, HostBox, HostError, HostErrorKind, Host_TO, LogLevel,
-    MessageRef, ServerInfo,
+    MessageRef, ServerInfo, StateReply, StateRequest,
 };
 use switchboard_plugin_api::ConnId;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
@@ -37,8 +37,11 @@ pub struct ServerFacts {
     /// The push API's path (a reload may move it).
     pub push_path: std::sync::RwLock<String>,
     /// The cluster this node is part of (`[cluster]`), if any: `Host` calls
-    /// reach connections on the other nodes through it.
+    /// reach connections on the other nodes through it, and shared state is
+    /// kept in its Redis.
     pub cluster: Option<Arc<Cluster>>,
+    /// Every app's shared state on a single node (kept across reloads).
+    pub state: switchboard_plugin_api::memory_state::MemoryState,
 }
 
 /// The host handle of one app instance.
@@ -126,6 +129,7 @@ impl From<ClusterError> for HostError {
             ClusterError::Unavailable | ClusterError::Timeout { .. } => HostErrorKind::UNAVAILABLE,
             ClusterError::QueueFull => HostErrorKind::QUEUE_FULL,
             ClusterError::UnknownConnection(_) => HostErrorKind::UNKNOWN_CONNECTION,
+            ClusterError::Refused(_) => HostErrorKind::INVALID_ARGUMENT,
         };
         error(kind, e.to_string())
     }
@@ -350,6 +354,20 @@ impl Host for AppHost {
                 .into(),
             version: env!("CARGO_PKG_VERSION").into(),
         }
+    }
+
+    fn state(&self, request: &StateRequest<'_>) -> RResult<StateReply, HostError> {
+        result(self.live().and_then(|_| match &self.facts.cluster {
+            Some(cluster) => Ok(cluster.state(&self.app, request)?),
+            None => {
+                // One namespace per app: its name cannot contain a NUL.
+                let key = format!("{}\0{}", self.app, request.key.as_str());
+                self.facts
+                    .state
+                    .run(&key, request)
+                    .map_err(|e| error(HostErrorKind::INVALID_ARGUMENT, e.to_string()))
+            }
+        }))
     }
 
     fn log(&self, level: LogLevel, text: RStr<'_>) {

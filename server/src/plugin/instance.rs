@@ -32,7 +32,7 @@ pub const DEGRADED_AFTER_FAILURES: u32 = 5;
 
 /// The callbacks whose failures are counted, each on its own: a poisoned lock
 /// can fail every `on_open` while `on_handshake` and `on_close` succeed.
-const CALLBACKS: [&str; 9] = [
+const CALLBACKS: [&str; 10] = [
     "on_handshake",
     "on_open",
     "on_message",
@@ -42,6 +42,7 @@ const CALLBACKS: [&str; 9] = [
     "on_push",
     "save_state",
     "on_resume",
+    "on_lost",
 ];
 
 /// A callback failed.
@@ -305,6 +306,11 @@ impl AppInstance {
     /// The callback failed.
     pub fn on_resume(&self, conn: ConnId) -> Result<(), CallbackFailure> {
         self.check("on_resume", Some(conn), self.app.on_resume(conn))
+    }
+
+    /// Tells the app a connection of another node is lost (failures are only logged).
+    pub fn on_lost(&self, conn: ConnId) {
+        let _ = self.check("on_lost", Some(conn), self.app.on_lost(conn));
     }
 
     /// Shuts the instance down: from now on its host handle answers

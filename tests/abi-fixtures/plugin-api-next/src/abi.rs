@@ -25,6 +25,9 @@
 //!   supertraits cannot be added later.
 //!
 //! Plugin authors do not use this module directly; [`crate::sdk`] wraps it.
+//!
+//! 0.2.1 added `Host::state` (shared state, one across a cluster),
+//! `App::on_lost` and `HostErrorKind::UNAVAILABLE`.
 
 use std::fmt;
 use std::str::FromStr;
@@ -225,6 +228,11 @@ impl HostErrorKind {
     pub const SHUT_DOWN: HostErrorKind = HostErrorKind(3);
     /// An argument was refused (for example a close code that may not be sent).
     pub const INVALID_ARGUMENT: HostErrorKind = HostErrorKind(4);
+    /// The connection is held by another node of a cluster, and the cluster's
+    /// backplane (Redis) cannot be reached now; connections of this node can.
+    ///
+    /// Added in 0.2.1.
+    pub const UNAVAILABLE: HostErrorKind = HostErrorKind(5);
 }
 
 /// The error of a host call.
@@ -329,6 +337,20 @@ pub trait App: Send + Sync {
         let _ = conn;
         RResult::ROk(())
     }
+
+    /// A connection of this app on another node of the cluster is gone
+    /// without an `on_close` anywhere: its node stopped answering (killed,
+    /// crashed, cut off from Redis for longer than `node_timeout`). Called on
+    /// one node of the cluster, once per such connection, so the app can
+    /// release what the connection held in shared state. Never called on a
+    /// single node.
+    ///
+    /// Added in 0.2.1.
+    fn on_lost(&self, conn: ConnId) -> RResult<(), CallbackError> {
+        let _ = conn;
+        RResult::ROk(())
+    }
+
     /// Added in 0.2.99, a version this copy makes up; the server never calls it.
     fn on_next(&self) -> RResult<(), CallbackError> {
         RResult::ROk(())
@@ -480,11 +502,99 @@ pub trait Host: Send + Sync + Clone {
         ServerInfo::default()
     }
 
+    /// Runs one operation on the app's shared state: one state for the app
+    /// on every node of a cluster (kept in Redis), in the server's memory on
+    /// a single node, with the same semantics (see [`StateOp`]). Keys are
+    /// the app's own: two apps never see each other's.
+    ///
+    /// Added in 0.2.1; a server older than that answers `INVALID_ARGUMENT`.
+    fn state(&self, request: &StateRequest<'_>) -> RResult<StateReply, HostError> {
+        let _ = request;
+        RResult::RErr(HostError {
+            kind: HostErrorKind::INVALID_ARGUMENT,
+            message: "this server has no shared state (plugin-api 0.2.1)".into(),
+        })
+    }
+
     /// Added in 0.2.99, a version this copy makes up: a server without it
     /// answers this default.
     fn next_only(&self) -> RString {
         RString::from("default of a method the server does not have")
     }
+}
+
+/// An operation on shared state: an open newtype so that operations can be
+/// added. A key holds a value, a hash (fields to values) or a list; an
+/// operation of one kind on a key holding another fails (`INVALID_ARGUMENT`).
+/// A key without entries (an empty hash or list) does not exist.
+#[repr(transparent)]
+#[derive(StableAbi, Clone, Copy, PartialEq, Eq, Debug)]
+pub struct StateOp(pub u8);
+
+impl StateOp {
+    /// The value of `key` (`StateReply::value`).
+    pub const GET: StateOp = StateOp(1);
+    /// Sets `key` to `value`, expiring after `ttl_ms` (0: never).
+    pub const SET: StateOp = StateOp(2);
+    /// Compare and swap: if `key`'s value is `expected` (absent when
+    /// `RNone`), sets it to `value` (deletes it when `RNone`) with `ttl_ms`;
+    /// `done` says whether it did. Set-if-absent and delete-if-owner are
+    /// its two common uses.
+    pub const SWAP: StateOp = StateOp(3);
+    /// Deletes `key`, whatever it holds; `done` says whether it existed.
+    pub const DELETE: StateOp = StateOp(4);
+    /// The value of `field` in the hash `key`.
+    pub const HASH_GET: StateOp = StateOp(5);
+    /// Sets `field` of the hash `key` to `value` (removes it when `RNone`);
+    /// `done`: a field was added (or removed).
+    pub const HASH_SET: StateOp = StateOp(6);
+    /// Compare and swap of one field, as [`StateOp::SWAP`].
+    pub const HASH_SWAP: StateOp = StateOp(7);
+    /// Every field and value of the hash `key`, in `items` as field, value,
+    /// field, value...
+    pub const HASH_ALL: StateOp = StateOp(8);
+    /// Appends `value` to the list `key`, then keeps its last `limit`
+    /// entries (0: all); `count` is its length after.
+    pub const LIST_PUSH: StateOp = StateOp(9);
+    /// The last `limit` entries of the list `key` (0: all), oldest first.
+    pub const LIST_RANGE: StateOp = StateOp(10);
+    /// Removes every entry equal to `value` from the list `key`; `count`
+    /// says how many.
+    pub const LIST_REMOVE: StateOp = StateOp(11);
+}
+
+/// One operation on shared state (`Host::state`).
+#[repr(C)]
+#[derive(StableAbi, Clone, Copy, Debug)]
+pub struct StateRequest<'a> {
+    /// What to do.
+    pub op: StateOp,
+    /// The key.
+    pub key: RStr<'a>,
+    /// The field, for hash operations.
+    pub field: RStr<'a>,
+    /// The value to write (for `SWAP` and `HASH_*`: `RNone` deletes).
+    pub value: ROption<RStr<'a>>,
+    /// For `SWAP` and `HASH_SWAP`: the value expected now (`RNone`: absent).
+    pub expected: ROption<RStr<'a>>,
+    /// For `SET` and `SWAP`: expiry in milliseconds (0: never).
+    pub ttl_ms: u64,
+    /// For `LIST_PUSH` and `LIST_RANGE`: how many entries (0: all).
+    pub limit: u64,
+}
+
+/// The answer to a [`StateRequest`].
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug, Default, PartialEq, Eq)]
+pub struct StateReply {
+    /// Whether a conditional operation did what it was asked.
+    pub done: bool,
+    /// The value read (`GET`, `HASH_GET`).
+    pub value: ROption<RString>,
+    /// A count (`LIST_PUSH`, `LIST_REMOVE`).
+    pub count: u64,
+    /// The entries read (`HASH_ALL`, `LIST_RANGE`).
+    pub items: RVec<RString>,
 }
 
 /// Facts about the running server, for apps that need to reach it or name it.

@@ -550,6 +550,8 @@ impl StateOp {
     /// Removes every entry equal to `value` from the list `key`; `count`
     /// says how many.
     pub const LIST_REMOVE: StateOp = StateOp(11);
+    /// How many fields the hash `key` has (`count`).
+    pub const HASH_LEN: StateOp = StateOp(12);
 }
 
 /// One operation on shared state (`Host::state`).
@@ -580,7 +582,7 @@ pub struct StateReply {
     pub done: bool,
     /// The value read (`GET`, `HASH_GET`).
     pub value: ROption<RString>,
-    /// A count (`LIST_PUSH`, `LIST_REMOVE`).
+    /// A count (`LIST_PUSH`, `LIST_REMOVE`, `HASH_LEN`).
     pub count: u64,
     /// The entries read (`HASH_ALL`, `LIST_RANGE`).
     pub items: RVec<RString>,

@@ -231,6 +231,14 @@ impl MemoryState {
                 }
                 Some(other) => return Err(wrong_kind(named, other, "a hash")),
             },
+            StateOp::HASH_LEN => match entries.get(key) {
+                None => {}
+                Some(Entry {
+                    value: Value::Hash(hash),
+                    ..
+                }) => reply.count = hash.len() as u64,
+                Some(other) => return Err(wrong_kind(named, other, "a hash")),
+            },
             StateOp::LIST_PUSH => {
                 let list = match entries.get_mut(key) {
                     Some(Entry {

@@ -88,30 +88,34 @@ fn serve(config_path: &Path, watch: bool) -> anyhow::Result<ExitCode> {
     let runtime_dir = config.server.runtime_dir.clone();
     let watch = watch || config.server.watch;
     runtime_dir::prepare(&runtime_dir).context("cannot start")?;
-    let server = match Server::build(config) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    // The runtime first: in a cluster, apps may read shared state (in Redis)
+    // from their constructors.
+    let server = match Server::build(config, Some(runtime.handle())) {
         Ok(server) => Arc::new(server),
         Err(error) => {
             let _ = std::fs::remove_dir_all(&runtime_dir);
             return Err(anyhow::Error::new(error).context("cannot start"));
         }
     };
-    let served = serve_on(server, config_path, watch);
+    let served = serve_on(&runtime, server, config_path, watch);
     let _ = std::fs::remove_dir_all(&runtime_dir);
     served
 }
 
-fn serve_on(server: Arc<Server>, config_path: &Path, watch: bool) -> anyhow::Result<ExitCode> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the runtime")?;
+fn serve_on(
+    runtime: &tokio::runtime::Runtime,
+    server: Arc<Server>,
+    config_path: &Path,
+    watch: bool,
+) -> anyhow::Result<ExitCode> {
     runtime.block_on(async move {
         let config = server.config();
         if let Some(cluster) = server.cluster() {
-            cluster
-                .start(switchboard::cluster_apps::ClusterApps::new(&server))
-                .await
-                .context("cannot start")?;
+            cluster.start(switchboard::cluster_apps::ClusterApps::new(&server));
             tracing::info!(
                 node = %cluster.node_id(),
                 "cluster: joined through Redis"
@@ -196,15 +200,18 @@ fn check(config_path: &Path) -> anyhow::Result<ExitCode> {
     let scratch = tempfile::tempdir().context("creating a scratch directory")?;
     config.server.runtime_dir = scratch.path().to_owned();
     let cluster = config.cluster.clone();
-    let server = Server::build(config).context("cannot start")?;
-    if let Some(cluster) = cluster {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("starting the runtime")?;
+    // Apps are built as the server builds them: in a cluster, connected.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    if let Some(cluster) = &cluster {
         runtime
-            .block_on(switchboard::cluster::Cluster::ping(&cluster))
+            .block_on(switchboard::cluster::Cluster::ping(cluster))
             .context("cannot start")?;
+    }
+    let server = Server::build(config, Some(runtime.handle())).context("cannot start")?;
+    if let Some(cluster) = cluster {
         println!(
             "cluster: Redis at {} answers; this node is {:?}",
             switchboard::cluster::redacted(&cluster.redis),

@@ -242,15 +242,32 @@ impl Server {
     /// # Errors
     /// Every plugin file that cannot be loaded and every app whose constructor
     /// refused, each with the config file, line and app path.
-    pub fn build(config: Config) -> Result<Server, StartError> {
+    ///
+    /// In a cluster, it first connects to Redis through `runtime` (apps may
+    /// use shared state from their constructors); without a runtime the
+    /// apps are built unconnected.
+    pub fn build(
+        config: Config,
+        runtime: Option<&tokio::runtime::Handle>,
+    ) -> Result<Server, StartError> {
         let store = PluginStore::new(config.server.runtime_dir.clone());
         let metrics = Arc::new(Metrics::with_cluster(config.cluster.is_some()));
         let mut problems = Vec::new();
         let cluster = config.cluster.clone().and_then(|settings| {
-            Cluster::new(settings, metrics.cluster().clone())
+            let cluster =
+                Cluster::new(settings, metrics.cluster().clone()).and_then(
+                    |cluster| match runtime {
+                        Some(runtime) => runtime.block_on(cluster.connect()).map(|()| cluster),
+                        None => Ok(cluster),
+                    },
+                );
+            cluster
                 .map_err(|error| problems.push(StartProblem::Cluster(error)))
                 .ok()
         });
+        if !problems.is_empty() {
+            return Err(StartError { problems });
+        }
         let facts = Arc::new(ServerFacts {
             listen: OnceLock::new(),
             push_path: config.push.path.clone().into(),

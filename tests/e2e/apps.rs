@@ -33,12 +33,12 @@ plugin = "clock"
 interval_ms = 50
 "#;
 
-async fn json_of(ws: &mut Client) -> Value {
+pub(crate) async fn json_of(ws: &mut Client) -> Value {
     serde_json::from_str(&next_text(ws).await).expect("json")
 }
 
 /// The next message of a given type (others skipped).
-async fn expect_type(ws: &mut Client, kind: &str) -> Value {
+pub(crate) async fn expect_type(ws: &mut Client, kind: &str) -> Value {
     loop {
         let value = json_of(ws).await;
         if value["type"] == kind {
@@ -47,11 +47,11 @@ async fn expect_type(ws: &mut Client, kind: &str) -> Value {
     }
 }
 
-async fn send_json(ws: &mut Client, value: Value) {
+pub(crate) async fn send_json(ws: &mut Client, value: Value) {
     send_text(ws, &value.to_string()).await;
 }
 
-async fn chat_client(server: &TestServer, nick: &str) -> Client {
+pub(crate) async fn chat_client(server: &TestServer, nick: &str) -> Client {
     let mut ws = server.ws("/chat").await;
     let welcome = expect_type(&mut ws, "welcome").await;
     assert_eq!(welcome["id"].as_str().map(str::len), Some(36));
@@ -201,7 +201,7 @@ async fn chat_with_an_auth_token_refuses_clients_without_it_before_the_upgrade()
     expect_type(&mut by_cookie, "welcome").await;
 }
 
-async fn locks_client(server: &TestServer, user: &str) -> (Client, String) {
+pub(crate) async fn locks_client(server: &TestServer, user: &str) -> (Client, String) {
     let mut ws = server.ws("/locks").await;
     let welcome = expect_type(&mut ws, "welcome").await;
     let id = welcome["id"].as_str().unwrap().to_owned();

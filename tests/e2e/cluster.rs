@@ -24,6 +24,7 @@ macro_rules! eventually {
         assert!(held, "never happened: {}", $what);
     }};
 }
+pub(crate) use eventually;
 
 /// The test kit on `/kit`.
 const KIT: &str = "[[app]]\npath = \"/kit\"\nplugin = \"fixture_testkit\"\n";

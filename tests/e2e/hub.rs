@@ -33,13 +33,13 @@ fn config() -> TestConfig {
 }
 
 /// A client that behaves like phpWebSocketServer's `websocketPhp.php`.
-struct PhpLike {
+pub(crate) struct PhpLike {
     stream: TcpStream,
-    uuid: String,
+    pub(crate) uuid: String,
 }
 
 impl PhpLike {
-    async fn connect(server: &TestServer, path: &str, ident: &str) -> PhpLike {
+    pub(crate) async fn connect(server: &TestServer, path: &str, ident: &str) -> PhpLike {
         let mut stream = TcpStream::connect(server.addr).await.unwrap();
         let request = format!(
             "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nOrigin: http://127.0.0.1\r\nSec-WebSocket-Version: 13\r\nClient-Type: php\r\nIdent: {ident}\r\nallowRemote: ''\r\n\r\n"
@@ -109,7 +109,7 @@ impl PhpLike {
         }
     }
 
-    async fn read(&mut self) -> Option<String> {
+    pub(crate) async fn read(&mut self) -> Option<String> {
         self.read_with(8192).await
     }
 
@@ -133,7 +133,7 @@ impl PhpLike {
     }
 
     /// Sends a packet and waits for `next`, as `writeWait` does.
-    async fn talk(&mut self, packet: Value) {
+    pub(crate) async fn talk(&mut self, packet: Value) {
         self.write_frame(0x81, packet.to_string().as_bytes()).await;
         let ack: Value = serde_json::from_str(&self.read().await.expect("no next")).unwrap();
         assert_eq!(ack, json!({"opcode": "next", "fyi": ""}));
@@ -142,15 +142,15 @@ impl PhpLike {
 
 /// A client that behaves like `socketWebClient.js`: waits for `next` before
 /// sending again, sends 6 KiB or more as bufferON, chunks, bufferOFF.
-struct BrowserLike {
+pub(crate) struct BrowserLike {
     ws: Client,
-    uuid: String,
+    pub(crate) uuid: String,
     /// Packets that arrived while waiting for `next`.
     received: Vec<String>,
 }
 
 impl BrowserLike {
-    async fn connect(server: &TestServer, path: &str) -> BrowserLike {
+    pub(crate) async fn connect(server: &TestServer, path: &str) -> BrowserLike {
         let mut ws = server.ws(path).await;
         let ready: Value = serde_json::from_str(&next_text(&mut ws).await).unwrap();
         assert_eq!(ready["opcode"], "ready", "{ready}");
@@ -173,7 +173,7 @@ impl BrowserLike {
         }
     }
 
-    async fn send(&mut self, packet: &Value) {
+    pub(crate) async fn send(&mut self, packet: &Value) {
         let text = packet.to_string();
         const CHUNK: usize = 6 * 1024;
         if text.len() < CHUNK {
@@ -187,7 +187,7 @@ impl BrowserLike {
     }
 
     /// The next packet, from what arrived earlier or from the socket.
-    async fn packet(&mut self) -> String {
+    pub(crate) async fn packet(&mut self) -> String {
         if !self.received.is_empty() {
             return self.received.remove(0);
         }

@@ -40,6 +40,8 @@ mod template;
 mod push;
 // Three nodes sharing one Redis: deliveries, pushes, failures.
 mod cluster;
+// The example apps on three nodes.
+mod cluster_apps;
 // phpWebSocketServer compatibility: the hub app with browser-like and PHP-like clients.
 mod hub;
 // Static pages from static_dir.

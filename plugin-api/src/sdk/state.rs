@@ -169,6 +169,15 @@ impl<'h> SharedState<'h> {
         Ok(pairs)
     }
 
+    /// How many fields the hash `key` has.
+    ///
+    /// # Errors
+    /// As [`SharedState::hash_get`].
+    pub fn hash_len(&self, key: &str) -> Result<usize, HostError> {
+        let reply = self.run(Self::request(StateOp::HASH_LEN, key))?;
+        Ok(usize::try_from(reply.count).unwrap_or(usize::MAX))
+    }
+
     /// Appends `value` to the list `key` and keeps its last `keep` entries
     /// (all when 0); returns its length.
     ///

@@ -4,18 +4,22 @@
 //! README.md.
 //!
 //! Rooms are host groups (`room:<name>`), so a message to a room is encoded
-//! once and shared by every member's queue. The app keeps nicknames, each
-//! client's rooms and each room's history behind one mutex, held only for map
-//! work (never while calling the host).
+//! once and shared by every member's queue, on every node of a cluster.
+//! Nicknames, each client's rooms and each room's history are in the host's
+//! shared state (the hashes `nicks`, `taken`, `rooms` and the capped lists
+//! `history:<room>`), so a room is one room for clients on every node, and
+//! a reload keeps it. A nickname is claimed by compare-and-swap; a client
+//! whose node dies leaves its rooms through `on_lost` on a surviving node.
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use switchboard_plugin_api::sdk::{bearer_token, tokens_match};
 use switchboard_plugin_api::{
-    export_app, Accept, App, ConnId, Context, Error, Handshake, Host, Message, Reject, Shared,
+    export_app, Accept, App, ConnId, Context, Error, Handshake, Host, HostError, Message, Reject,
+    SharedState,
 };
 
 /// The `[app.config]` table.
@@ -70,99 +74,22 @@ struct Line {
     at: u64,
 }
 
-#[derive(Default)]
-struct State {
-    nicks: HashMap<ConnId, String>,
-    /// Every nickname in use, so a check or a new guest name is one lookup.
-    taken: HashSet<String>,
-    rooms_of: HashMap<ConnId, BTreeSet<String>>,
-    history: HashMap<String, VecDeque<Line>>,
-}
+/// The shared hashes and lists (the host's shared state, one across a cluster).
+const NICKS: &str = "nicks";
+/// Nickname → the connection using it: a nickname is claimed by
+/// compare-and-swap, so two clients on two nodes cannot both get it.
+const TAKEN: &str = "taken";
+/// Connection → its rooms (JSON), for leaving them when it goes.
+const ROOMS: &str = "rooms";
 
-/// The state a reload hands to the next instance (`save_state`): JSON, with
-/// connection ids as text. Version 1; a later version must read this one.
-#[derive(Serialize, Deserialize)]
-struct SavedState {
-    version: u32,
-    nicks: Vec<(String, String)>,
-    rooms_of: Vec<(String, Vec<String>)>,
-    history: Vec<(String, Vec<Line>)>,
-}
-
-impl State {
-    /// Gives `conn` the nickname `nick`; returns its previous one.
-    /// Nicknames are unique, so the previous one was this connection's alone.
-    fn set_nick(&mut self, conn: ConnId, nick: String) -> Option<String> {
-        let old = self.nicks.insert(conn, nick.clone());
-        if let Some(old) = old.as_ref().filter(|old| **old != nick) {
-            self.taken.remove(old);
-        }
-        self.taken.insert(nick);
-        old
-    }
-
-    /// Forgets `conn`'s nickname; returns it.
-    fn remove_nick(&mut self, conn: ConnId) -> Option<String> {
-        let old = self.nicks.remove(&conn)?;
-        self.taken.remove(&old);
-        Some(old)
-    }
-
-    fn save(&self) -> SavedState {
-        SavedState {
-            version: 1,
-            nicks: self
-                .nicks
-                .iter()
-                .map(|(conn, nick)| (conn.to_string(), nick.clone()))
-                .collect(),
-            rooms_of: self
-                .rooms_of
-                .iter()
-                .map(|(conn, rooms)| (conn.to_string(), rooms.iter().cloned().collect()))
-                .collect(),
-            history: self
-                .history
-                .iter()
-                .map(|(room, lines)| (room.clone(), lines.iter().cloned().collect()))
-                .collect(),
-        }
-    }
-
-    /// The state saved by a previous instance; connection ids that do not
-    /// parse are dropped, a history longer than this instance keeps is cut.
-    fn restore(saved: SavedState, history: usize) -> State {
-        let conn = |id: &str| id.parse::<ConnId>().ok();
-        let nicks: HashMap<ConnId, String> = saved
-            .nicks
-            .into_iter()
-            .filter_map(|(id, nick)| Some((conn(&id)?, nick)))
-            .collect();
-        State {
-            taken: nicks.values().cloned().collect(),
-            nicks,
-            rooms_of: saved
-                .rooms_of
-                .into_iter()
-                .filter_map(|(id, rooms)| Some((conn(&id)?, rooms.into_iter().collect())))
-                .collect(),
-            history: saved
-                .history
-                .into_iter()
-                .map(|(room, lines)| {
-                    let skip = lines.len().saturating_sub(history);
-                    (room, lines.into_iter().skip(skip).collect())
-                })
-                .collect(),
-        }
-    }
+fn history_key(room: &str) -> String {
+    format!("history:{room}")
 }
 
 /// The chat app (exported to the server by `export_app!`; public for tests and fuzzing).
 pub struct Chat {
     host: Host,
     config: ChatConfig,
-    state: Shared<State>,
 }
 
 fn now_ms() -> u64 {
@@ -181,8 +108,49 @@ fn valid_name(name: &str, max: usize) -> bool {
 }
 
 impl Chat {
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock()
+    fn state(&self) -> SharedState<'_> {
+        self.host.state()
+    }
+
+    fn rooms_of(&self, conn: ConnId) -> Result<BTreeSet<String>, HostError> {
+        Ok(self
+            .state()
+            .hash_get(ROOMS, &conn.to_string())?
+            .and_then(|raw| serde_json::from_str(&raw).ok())
+            .unwrap_or_default())
+    }
+
+    fn set_rooms(&self, conn: ConnId, rooms: &BTreeSet<String>) -> Result<(), HostError> {
+        let value = (!rooms.is_empty()).then(|| serde_json::to_string(rooms).unwrap_or_default());
+        self.state()
+            .hash_set(ROOMS, &conn.to_string(), value.as_deref())?;
+        Ok(())
+    }
+
+    /// Claims `nick` for `conn` and gives up its previous one; false when
+    /// another client has it.
+    fn set_nick(&self, conn: ConnId, nick: &str) -> Result<bool, HostError> {
+        let (state, me) = (self.state(), conn.to_string());
+        if !state.hash_swap(TAKEN, nick, None, Some(&me))?
+            && state.hash_get(TAKEN, nick)?.as_deref() != Some(me.as_str())
+        {
+            return Ok(false);
+        }
+        let old = state.hash_get(NICKS, &me)?;
+        state.hash_set(NICKS, &me, Some(nick))?;
+        if let Some(old) = old.filter(|old| old != nick) {
+            state.hash_swap(TAKEN, &old, Some(&me), None)?;
+        }
+        Ok(true)
+    }
+
+    /// Forgets `conn`'s nickname; returns it.
+    fn remove_nick(&self, conn: ConnId) -> Result<String, HostError> {
+        let (state, me) = (self.state(), conn.to_string());
+        let old = state.hash_get(NICKS, &me)?.unwrap_or_default();
+        state.hash_set(NICKS, &me, None)?;
+        state.hash_swap(TAKEN, &old, Some(&me), None)?;
+        Ok(old)
     }
 
     /// Puts a client in a room: the room's history and members to it, a
@@ -197,32 +165,32 @@ impl Chat {
                 ),
             );
         }
-        let history: Vec<Line> = {
-            let mut state = self.lock();
-            let rooms = state.rooms_of.entry(conn).or_default();
-            if rooms.contains(&room) {
-                drop(state);
-                return self.error(conn, format!("already in room {room:?}"));
-            }
-            if rooms.len() >= self.config.max_rooms_per_client {
-                drop(state);
-                return self.error(
-                    conn,
-                    format!("at most {} rooms at once", self.config.max_rooms_per_client),
-                );
-            }
-            rooms.insert(room.clone());
-            state
-                .history
-                .get(&room)
-                .map(|h| h.iter().cloned().collect())
-                .unwrap_or_default()
+        let mut rooms = self.rooms_of(conn)?;
+        if rooms.contains(&room) {
+            return self.error(conn, format!("already in room {room:?}"));
+        }
+        if rooms.len() >= self.config.max_rooms_per_client {
+            return self.error(
+                conn,
+                format!("at most {} rooms at once", self.config.max_rooms_per_client),
+            );
+        }
+        rooms.insert(room.clone());
+        self.set_rooms(conn, &rooms)?;
+        let history: Vec<Line> = if self.config.history > 0 {
+            self.state()
+                .list_range(&history_key(&room), self.config.history)?
+                .iter()
+                .filter_map(|line| serde_json::from_str(line).ok())
+                .collect()
+        } else {
+            Vec::new()
         };
         self.host.join(conn, &group(&room))?;
-        let nick = self.nick(conn);
+        let nick = self.nick(conn)?;
         self.host.send_json(
             conn,
-            &json!({ "type": "joined", "room": room, "members": self.members(&room), "history": history }),
+            &json!({ "type": "joined", "room": room, "members": self.members(&room)?, "history": history }),
         )?;
         self.system(&room, format!("{nick} joined"), Some(conn))
     }
@@ -239,19 +207,23 @@ impl Chat {
         Ok(())
     }
 
-    fn members(&self, room: &str) -> Vec<String> {
+    /// The nicknames of a room's members, on every node.
+    fn members(&self, room: &str) -> Result<Vec<String>, HostError> {
         let ids = self.host.members(&group(room)).unwrap_or_default();
-        let state = self.lock();
-        let mut nicks: Vec<String> = ids
+        let nicks: HashMap<String, String> = self.state().hash_all(NICKS)?.into_iter().collect();
+        let mut members: Vec<String> = ids
             .iter()
-            .filter_map(|id| state.nicks.get(id).cloned())
+            .filter_map(|id| nicks.get(&id.to_string()).cloned())
             .collect();
-        nicks.sort();
-        nicks
+        members.sort();
+        Ok(members)
     }
 
-    fn nick(&self, conn: ConnId) -> String {
-        self.lock().nicks.get(&conn).cloned().unwrap_or_default()
+    fn nick(&self, conn: ConnId) -> Result<String, HostError> {
+        Ok(self
+            .state()
+            .hash_get(NICKS, &conn.to_string())?
+            .unwrap_or_default())
     }
 
     fn handle(&self, conn: ConnId, command: Command) -> Result<(), Error> {
@@ -266,36 +238,28 @@ impl Chat {
                         ),
                     );
                 }
-                let (old, rooms) = {
-                    let mut state = self.lock();
-                    if state.taken.contains(&nick) && state.nicks.get(&conn) != Some(&nick) {
-                        drop(state);
-                        return self.error(conn, format!("nickname {nick:?} is taken"));
-                    }
-                    let old = state.set_nick(conn, nick.clone()).unwrap_or_default();
-                    (old, state.rooms_of.get(&conn).cloned().unwrap_or_default())
-                };
+                let old = self.nick(conn)?;
+                if !self.set_nick(conn, &nick)? {
+                    return self.error(conn, format!("nickname {nick:?} is taken"));
+                }
                 self.host
                     .send_json(conn, &json!({ "type": "nick", "nick": nick }))?;
-                for room in rooms {
+                for room in self.rooms_of(conn)? {
                     self.system(&room, format!("{old} is now {nick}"), None)?;
                 }
                 Ok(())
             }
             Command::Join { room } => self.join(conn, room),
             Command::Leave { room } => {
-                let was_in = self
-                    .lock()
-                    .rooms_of
-                    .get_mut(&conn)
-                    .is_some_and(|rooms| rooms.remove(&room));
-                if !was_in {
+                let mut rooms = self.rooms_of(conn)?;
+                if !rooms.remove(&room) {
                     return self.error(conn, format!("not in room {room:?}"));
                 }
+                self.set_rooms(conn, &rooms)?;
                 self.host.leave(conn, &group(&room))?;
                 self.host
                     .send_json(conn, &json!({ "type": "left", "room": room }))?;
-                let nick = self.nick(conn);
+                let nick = self.nick(conn)?;
                 self.system(&room, format!("{nick} left"), None)
             }
             Command::Say { room, text } => {
@@ -309,31 +273,19 @@ impl Chat {
                         ),
                     );
                 }
-                let line = {
-                    let mut state = self.lock();
-                    if !state
-                        .rooms_of
-                        .get(&conn)
-                        .is_some_and(|rooms| rooms.contains(&room))
-                    {
-                        drop(state);
-                        return self
-                            .error(conn, format!("join room {room:?} before speaking in it"));
-                    }
-                    let line = Line {
-                        nick: state.nicks.get(&conn).cloned().unwrap_or_default(),
-                        text,
-                        at: now_ms(),
-                    };
-                    if self.config.history > 0 {
-                        let history = state.history.entry(room.clone()).or_default();
-                        if history.len() == self.config.history {
-                            history.pop_front();
-                        }
-                        history.push_back(line.clone());
-                    }
-                    line
+                if !self.rooms_of(conn)?.contains(&room) {
+                    return self.error(conn, format!("join room {room:?} before speaking in it"));
+                }
+                let line = Line {
+                    nick: self.nick(conn)?,
+                    text,
+                    at: now_ms(),
                 };
+                if self.config.history > 0 {
+                    let entry = serde_json::to_string(&line)?;
+                    self.state()
+                        .list_push(&history_key(&room), &entry, self.config.history)?;
+                }
                 let message = json!({ "type": "message", "room": room, "nick": line.nick, "text": line.text, "at": line.at });
                 self.host.publish_json(&group(&room), None, &message)?;
                 Ok(())
@@ -341,11 +293,24 @@ impl Chat {
             Command::Members { room } => {
                 self.host.send_json(
                     conn,
-                    &json!({ "type": "members", "room": room, "members": self.members(&room) }),
+                    &json!({ "type": "members", "room": room, "members": self.members(&room)? }),
                 )?;
                 Ok(())
             }
         }
+    }
+
+    /// A connection is gone, here or with its node: its nickname is free
+    /// and its rooms hear it.
+    fn forget(&self, conn: ConnId) -> Result<(), Error> {
+        let nick = self.remove_nick(conn)?;
+        let rooms = self.rooms_of(conn)?;
+        self.set_rooms(conn, &BTreeSet::new())?;
+        // The host has already removed the connection from its groups.
+        for room in rooms {
+            self.system(&room, format!("{nick} disconnected"), None)?;
+        }
+        Ok(())
     }
 }
 
@@ -363,15 +328,9 @@ impl App for Chat {
         if config.auth_token.as_deref() == Some("") {
             return Err("auth_token must not be empty (leave it out to allow everyone)".into());
         }
-        let state = context
-            .saved_state_json(|saved: &SavedState| saved.version == 1)
-            .map_or_else(State::default, |saved| {
-                State::restore(saved, config.history)
-            });
         Ok(Chat {
             host: context.host,
             config,
-            state: Shared::new(state),
         })
     }
 
@@ -399,32 +358,24 @@ impl App for Chat {
         }
     }
 
-    fn save_state(&self) -> Result<Option<Vec<u8>>, Error> {
-        Ok(Some(serde_json::to_vec(&self.lock().save())?))
-    }
-
     fn on_resume(&self, conn: ConnId) -> Result<(), Error> {
         // A client the previous instance knew keeps its nickname and rooms
-        // (the server kept its groups); one it did not know is welcomed.
-        if self.lock().nicks.contains_key(&conn) {
-            Ok(())
-        } else {
+        // (shared state and groups are the server's); one it did not know
+        // is welcomed.
+        if self.nick(conn)?.is_empty() {
             self.on_open(conn)
+        } else {
+            Ok(())
         }
     }
 
     fn on_open(&self, conn: ConnId) -> Result<(), Error> {
-        let nick = {
-            let mut state = self.lock();
-            let mut n = state.nicks.len() + 1;
-            let mut nick = format!("guest-{n}");
-            while state.taken.contains(&nick) {
-                n += 1;
-                nick = format!("guest-{n}");
-            }
-            state.set_nick(conn, nick.clone());
-            nick
-        };
+        let mut n = self.state().hash_len(NICKS)? + 1;
+        let mut nick = format!("guest-{n}");
+        while !self.set_nick(conn, &nick)? {
+            n += 1;
+            nick = format!("guest-{n}");
+        }
         self.host.send_json(
             conn,
             &json!({ "type": "welcome", "id": conn.to_string(), "nick": nick }),
@@ -444,17 +395,11 @@ impl App for Chat {
     }
 
     fn on_close(&self, conn: ConnId, _code: u16, _reason: &str) {
-        let (nick, rooms) = {
-            let mut state = self.lock();
-            (
-                state.remove_nick(conn).unwrap_or_default(),
-                state.rooms_of.remove(&conn).unwrap_or_default(),
-            )
-        };
-        // The host has already removed the connection from its groups.
-        for room in rooms {
-            let _ = self.system(&room, format!("{nick} disconnected"), None);
-        }
+        let _ = self.forget(conn);
+    }
+
+    fn on_lost(&self, conn: ConnId) -> Result<(), Error> {
+        self.forget(conn)
     }
 }
 

@@ -8,13 +8,24 @@
 //! else holds it gets the holder's name and waits in line. Everyone else is
 //! told when ids are taken or freed. When a holder stops showing an id, or
 //! disconnects, the id passes to the client that has been waiting longest.
+//!
+//! Everything is kept in the host's shared state, so the locks are one set
+//! for clients on every node of a cluster (and survive a reload): the hash
+//! `users` (connection → user name), the hash `shown` (connection → the ids
+//! it shows, JSON) and the hash `locks` (id → holder, since and waiting
+//! line, JSON). A lock changes by compare-and-swap of its entry, so two
+//! nodes acting on one id at once cannot both take it: the loser reads the
+//! entry again and acts on what it finds. A connection whose node dies is
+//! released by `on_lost` on a surviving node, like a disconnect.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use switchboard_plugin_api::{export_app, App, ConnId, Context, Error, Host, Message, Shared};
+use switchboard_plugin_api::{
+    export_app, App, ConnId, Context, Error, Host, HostError, Message, SharedState,
+};
 
 /// The `[app.config]` table.
 #[derive(Debug, Deserialize)]
@@ -59,92 +70,22 @@ struct Holder {
     since: u64,
 }
 
+/// One lock, as kept in the shared hash `locks`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 struct Lock {
-    holder: ConnId,
+    holder: String,
     since: u64,
     /// Clients showing the id while someone else holds it, longest waiting first.
-    waiting: VecDeque<ConnId>,
+    #[serde(default)]
+    waiting: VecDeque<String>,
 }
 
-#[derive(Default)]
-struct State {
-    users: HashMap<ConnId, String>,
-    shown: HashMap<ConnId, BTreeSet<String>>,
-    locks: BTreeMap<String, Lock>,
-}
+/// The shared hashes.
+const USERS: &str = "users";
+const SHOWN: &str = "shown";
+const LOCKS: &str = "locks";
 
-/// The state a reload hands to the next instance (`save_state`): JSON, with
-/// connection ids as text. Version 1; a later version must read this one.
-#[derive(Serialize, Deserialize)]
-struct SavedState {
-    version: u32,
-    users: Vec<(String, String)>,
-    shown: Vec<(String, Vec<String>)>,
-    /// Id, holder, since, waiting line.
-    locks: Vec<(String, String, u64, Vec<String>)>,
-}
-
-impl State {
-    fn save(&self) -> SavedState {
-        SavedState {
-            version: 1,
-            users: self
-                .users
-                .iter()
-                .map(|(conn, user)| (conn.to_string(), user.clone()))
-                .collect(),
-            shown: self
-                .shown
-                .iter()
-                .map(|(conn, ids)| (conn.to_string(), ids.iter().cloned().collect()))
-                .collect(),
-            locks: self
-                .locks
-                .iter()
-                .map(|(id, lock)| {
-                    (
-                        id.clone(),
-                        lock.holder.to_string(),
-                        lock.since,
-                        lock.waiting.iter().map(ConnId::to_string).collect(),
-                    )
-                })
-                .collect(),
-        }
-    }
-
-    /// The state saved by a previous instance; entries whose connection ids
-    /// do not parse are dropped.
-    fn restore(saved: SavedState) -> State {
-        let conn = |id: &str| id.parse::<ConnId>().ok();
-        State {
-            users: saved
-                .users
-                .into_iter()
-                .filter_map(|(id, user)| Some((conn(&id)?, user)))
-                .collect(),
-            shown: saved
-                .shown
-                .into_iter()
-                .filter_map(|(id, ids)| Some((conn(&id)?, ids.into_iter().collect())))
-                .collect(),
-            locks: saved
-                .locks
-                .into_iter()
-                .filter_map(|(id, holder, since, waiting)| {
-                    let lock = Lock {
-                        holder: conn(&holder)?,
-                        since,
-                        waiting: waiting.iter().filter_map(|w| conn(w)).collect(),
-                    };
-                    Some((id, lock))
-                })
-                .collect(),
-        }
-    }
-}
-
-/// What a change did, to be told to clients after the lock is released.
+/// What a change did, to be told to clients afterwards.
 #[derive(Default)]
 struct Outcome {
     /// Ids the acting client now holds (after `show`).
@@ -167,7 +108,6 @@ const SNAPSHOT_PAGE: usize = 500;
 pub struct Locks {
     host: Host,
     config: LocksConfig,
-    state: Shared<State>,
 }
 
 fn now_ms() -> u64 {
@@ -176,87 +116,195 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-impl State {
-    fn holder(&self, lock: &Lock) -> Holder {
-        Holder {
-            user: self.users.get(&lock.holder).cloned().unwrap_or_default(),
-            conn: lock.holder.to_string(),
+/// The locks in shared state, one operation per method.
+struct Table<'h> {
+    state: SharedState<'h>,
+}
+
+impl Table<'_> {
+    /// A lock and its entry as stored (for the swap that changes it).
+    fn lock(&self, id: &str) -> Result<Option<(String, Lock)>, HostError> {
+        Ok(self.state.hash_get(LOCKS, id)?.and_then(|raw| {
+            let lock = serde_json::from_str(&raw).ok()?;
+            Some((raw, lock))
+        }))
+    }
+
+    /// Replaces the entry `old` of a lock by `new` (none: the lock goes);
+    /// false when another client changed it first.
+    fn swap(&self, id: &str, old: Option<&str>, new: Option<&Lock>) -> Result<bool, HostError> {
+        let new = new.map(|lock| serde_json::to_string(lock).unwrap_or_default());
+        self.state.hash_swap(LOCKS, id, old, new.as_deref())
+    }
+
+    fn shown(&self, conn: ConnId) -> Result<BTreeSet<String>, HostError> {
+        Ok(self
+            .state
+            .hash_get(SHOWN, &conn.to_string())?
+            .and_then(|raw| serde_json::from_str(&raw).ok())
+            .unwrap_or_default())
+    }
+
+    fn user(&self, conn: &str) -> Result<String, HostError> {
+        Ok(self.state.hash_get(USERS, conn)?.unwrap_or_default())
+    }
+
+    fn holder(&self, lock: &Lock) -> Result<Holder, HostError> {
+        Ok(Holder {
+            user: self.user(&lock.holder)?,
+            conn: lock.holder.clone(),
             since: lock.since,
-        }
+        })
     }
 
-    fn all(&self) -> BTreeMap<String, Holder> {
-        self.locks
-            .iter()
-            .map(|(id, lock)| (id.clone(), self.holder(lock)))
-            .collect()
+    fn all(&self) -> Result<BTreeMap<String, Holder>, HostError> {
+        let users: BTreeMap<String, String> = self.state.hash_all(USERS)?.into_iter().collect();
+        Ok(self
+            .state
+            .hash_all(LOCKS)?
+            .into_iter()
+            .filter_map(|(id, raw)| {
+                let lock: Lock = serde_json::from_str(&raw).ok()?;
+                let holder = Holder {
+                    user: users.get(&lock.holder).cloned().unwrap_or_default(),
+                    conn: lock.holder,
+                    since: lock.since,
+                };
+                Some((id, holder))
+            })
+            .collect())
     }
 
-    /// `conn` no longer shows `id`: give the lock to the longest waiter still
-    /// showing it, or free it.
-    fn drop_interest(&mut self, conn: ConnId, id: &str, outcome: &mut Outcome) {
-        let Some(lock) = self.locks.get_mut(id) else {
-            return;
-        };
-        if lock.holder != conn {
-            lock.waiting.retain(|w| *w != conn);
-            return;
-        }
-        while let Some(next) = lock.waiting.pop_front() {
-            if self.shown.get(&next).is_some_and(|ids| ids.contains(id)) {
-                lock.holder = next;
-                lock.since = now_ms();
-                outcome.taken.entry(next).or_default().push(id.to_owned());
-                return;
-            }
-        }
-        self.locks.remove(id);
-        outcome.freed.push(id.to_owned());
-    }
-
-    /// `conn` now shows exactly `ids`.
-    fn show(&mut self, conn: ConnId, ids: BTreeSet<String>, max_locks: usize) -> Outcome {
-        let mut outcome = Outcome::default();
-        let before = self.shown.insert(conn, ids.clone()).unwrap_or_default();
-        for id in before.difference(&ids) {
-            self.drop_interest(conn, id, &mut outcome);
-        }
-        let now = now_ms();
-        for id in &ids {
-            if !self.locks.contains_key(id) && self.locks.len() >= max_locks {
-                outcome.over_limit.push(id.clone());
+    /// `conn` no longer shows `id`: leave its waiting line, or, if it holds
+    /// the lock, give it to the longest waiter still showing it, or free it.
+    fn drop_interest(
+        &self,
+        conn: ConnId,
+        id: &str,
+        outcome: &mut Outcome,
+    ) -> Result<(), HostError> {
+        let me = conn.to_string();
+        loop {
+            let Some((raw, mut lock)) = self.lock(id)? else {
+                return Ok(());
+            };
+            if lock.holder != me {
+                if !lock.waiting.contains(&me) {
+                    return Ok(());
+                }
+                lock.waiting.retain(|w| *w != me);
+                if self.swap(id, Some(&raw), Some(&lock))? {
+                    return Ok(());
+                }
                 continue;
             }
-            match self.locks.get_mut(id) {
-                None => {
-                    self.locks.insert(
-                        id.clone(),
-                        Lock {
-                            holder: conn,
-                            since: now,
-                            waiting: VecDeque::new(),
-                        },
-                    );
-                    outcome.taken.entry(conn).or_default().push(id.clone());
-                    outcome.mine.push(id.clone());
+            let mut next = None;
+            while let Some(waiter) = lock.waiting.pop_front() {
+                let Ok(waiter_id) = waiter.parse::<ConnId>() else {
+                    continue;
+                };
+                if self.shown(waiter_id)?.contains(id) {
+                    next = Some((waiter, waiter_id));
+                    break;
                 }
-                Some(lock) if lock.holder == conn => outcome.mine.push(id.clone()),
-                Some(lock) => {
-                    if !lock.waiting.contains(&conn) {
-                        lock.waiting.push_back(conn);
+            }
+            match next {
+                Some((waiter, waiter_id)) => {
+                    lock.holder = waiter;
+                    lock.since = now_ms();
+                    if self.swap(id, Some(&raw), Some(&lock))? {
+                        outcome
+                            .taken
+                            .entry(waiter_id)
+                            .or_default()
+                            .push(id.to_owned());
+                        return Ok(());
                     }
-                    let holder = self.holder(&self.locks[id]);
-                    outcome.held_by_others.insert(id.clone(), holder);
+                }
+                None => {
+                    if self.swap(id, Some(&raw), None)? {
+                        outcome.freed.push(id.to_owned());
+                        return Ok(());
+                    }
                 }
             }
         }
-        outcome
+    }
+
+    /// `conn` now shows exactly `ids` (and none when it leaves).
+    fn show(
+        &self,
+        conn: ConnId,
+        ids: &BTreeSet<String>,
+        max_locks: usize,
+    ) -> Result<Outcome, HostError> {
+        let mut outcome = Outcome::default();
+        let me = conn.to_string();
+        let before = self.shown(conn)?;
+        if ids.is_empty() {
+            self.state.hash_set(SHOWN, &me, None)?;
+        } else {
+            let list = serde_json::to_string(ids).unwrap_or_default();
+            self.state.hash_set(SHOWN, &me, Some(&list))?;
+        }
+        for id in before.difference(ids) {
+            self.drop_interest(conn, id, &mut outcome)?;
+        }
+        for id in ids {
+            loop {
+                match self.lock(id)? {
+                    None => {
+                        if self.state.hash_len(LOCKS)? >= max_locks {
+                            outcome.over_limit.push(id.clone());
+                            break;
+                        }
+                        let lock = Lock {
+                            holder: me.clone(),
+                            since: now_ms(),
+                            waiting: VecDeque::new(),
+                        };
+                        if self.swap(id, None, Some(&lock))? {
+                            outcome.taken.entry(conn).or_default().push(id.clone());
+                            outcome.mine.push(id.clone());
+                            break;
+                        }
+                    }
+                    Some((_, lock)) if lock.holder == me => {
+                        outcome.mine.push(id.clone());
+                        break;
+                    }
+                    Some((raw, mut lock)) => {
+                        if !lock.waiting.contains(&me) {
+                            lock.waiting.push_back(me.clone());
+                            if !self.swap(id, Some(&raw), Some(&lock))? {
+                                continue;
+                            }
+                        }
+                        outcome
+                            .held_by_others
+                            .insert(id.clone(), self.holder(&lock)?);
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// `conn` is gone (closed here, or lost with its node): it shows
+    /// nothing and has no name any more.
+    fn leave(&self, conn: ConnId, max_locks: usize) -> Result<Outcome, HostError> {
+        let outcome = self.show(conn, &BTreeSet::new(), max_locks)?;
+        self.state.hash_set(USERS, &conn.to_string(), None)?;
+        Ok(outcome)
     }
 }
 
 impl Locks {
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock()
+    fn table(&self) -> Table<'_> {
+        Table {
+            state: self.host.state(),
+        }
     }
 
     /// Sends every lock: the first page as `kind` (`welcome` or `state`),
@@ -310,15 +358,13 @@ impl Locks {
     /// Tells everyone what changed: new holders (to themselves and to the
     /// others) and freed ids.
     fn announce(&self, outcome: &Outcome) -> Result<(), Error> {
+        let table = self.table();
         for (holder, ids) in &outcome.taken {
-            let (user, since) = {
-                let state = self.lock();
-                let since = ids
-                    .first()
-                    .and_then(|id| state.locks.get(id))
-                    .map_or(0, |l| l.since);
-                (state.users.get(holder).cloned().unwrap_or_default(), since)
+            let since = match ids.first() {
+                Some(id) => table.lock(id)?.map_or(0, |(_, lock)| lock.since),
+                None => 0,
             };
+            let user = table.user(&holder.to_string())?;
             let message = json!({ "type": "locked", "ids": ids, "user": user, "conn": holder.to_string(), "since": since });
             self.host.broadcast_json(Some(*holder), &message)?;
             // A client that waited for an id learns it is now its own.
@@ -334,6 +380,7 @@ impl Locks {
     }
 
     fn handle(&self, conn: ConnId, command: Command) -> Result<(), Error> {
+        let table = self.table();
         match command {
             Command::Hello { user } => {
                 let length = user.chars().count();
@@ -349,7 +396,9 @@ impl Locks {
                         ),
                     );
                 }
-                self.lock().users.insert(conn, user.clone());
+                table
+                    .state
+                    .hash_set(USERS, &conn.to_string(), Some(&user))?;
                 self.host
                     .send_json(conn, &json!({ "type": "hello", "user": user }))?;
                 Ok(())
@@ -359,7 +408,7 @@ impl Locks {
                     Ok(ids) => ids,
                     Err(message) => return self.error(conn, message),
                 };
-                let mut outcome = self.lock().show(conn, ids, self.config.max_locks);
+                let mut outcome = table.show(conn, &ids, self.config.max_locks)?;
                 self.host.send_json(
                     conn,
                     &json!({ "type": "shown", "mine": outcome.mine, "held_by_others": outcome.held_by_others, "over_limit": outcome.over_limit }),
@@ -376,7 +425,7 @@ impl Locks {
                 }
                 // The acting client was just told what it holds.
                 if let Some(mine) = outcome.taken.remove(&conn) {
-                    let user = self.lock().users.get(&conn).cloned().unwrap_or_default();
+                    let user = table.user(&conn.to_string())?;
                     let message = json!({ "type": "locked", "ids": mine, "user": user, "conn": conn.to_string(), "since": now_ms() });
                     self.host.broadcast_json(Some(conn), &message)?;
                 }
@@ -387,24 +436,24 @@ impl Locks {
                     Ok(ids) => ids,
                     Err(message) => return self.error(conn, message),
                 };
-                let outcome = {
-                    let mut state = self.lock();
-                    let remaining: BTreeSet<String> = state
-                        .shown
-                        .get(&conn)
-                        .map(|shown| shown.difference(&ids).cloned().collect())
-                        .unwrap_or_default();
-                    state.show(conn, remaining, self.config.max_locks)
-                };
+                let remaining: BTreeSet<String> =
+                    table.shown(conn)?.difference(&ids).cloned().collect();
+                let outcome = table.show(conn, &remaining, self.config.max_locks)?;
                 self.host
                     .send_json(conn, &json!({ "type": "released_own", "ids": ids }))?;
                 self.announce(&outcome)
             }
             Command::State => {
-                let locks = self.lock().all();
+                let locks = table.all()?;
                 self.send_snapshot(conn, "state", locks)
             }
         }
+    }
+
+    /// A connection is gone, here or with its node: release what it held.
+    fn forget(&self, conn: ConnId) -> Result<(), Error> {
+        let outcome = self.table().leave(conn, self.config.max_locks)?;
+        self.announce(&outcome)
     }
 }
 
@@ -420,53 +469,48 @@ impl App for Locks {
                 "max_ids, max_locks, max_id_length and max_user_length must be at least 1".into(),
             );
         }
-        let state = context
-            .saved_state_json(|saved: &SavedState| saved.version == 1)
-            .map_or_else(State::default, State::restore);
         Ok(Locks {
             host: context.host,
             config,
-            state: Shared::new(state),
         })
-    }
-
-    fn save_state(&self) -> Result<Option<Vec<u8>>, Error> {
-        Ok(Some(serde_json::to_vec(&self.lock().save())?))
     }
 
     fn on_resume(&self, _conn: ConnId) -> Result<(), Error> {
         // Its user name, shown ids, held locks and places in waiting lines
-        // came with the saved state; the client already has the lock table.
+        // are in the host's shared state; the client already has the table.
         Ok(())
     }
 
     fn on_open(&self, conn: ConnId) -> Result<(), Error> {
-        let locks = {
-            let mut state = self.lock();
-            state
-                .users
-                .insert(conn, format!("user-{}", &conn.to_string()[..8]));
-            state.all()
-        };
-        self.send_snapshot(conn, "welcome", locks)
+        let table = self.table();
+        let user = format!("user-{}", &conn.to_string()[..8]);
+        table
+            .state
+            .hash_set(USERS, &conn.to_string(), Some(&user))?;
+        self.send_snapshot(conn, "welcome", table.all()?)
     }
 
     fn on_message(&self, conn: ConnId, message: Message<'_>) -> Result<(), Error> {
         match message.parse_json::<Command>() {
-            Ok(command) => self.handle(conn, command),
+            Ok(command) => match self.handle(conn, command) {
+                Err(error) if error.downcast_ref::<HostError>().is_some() => {
+                    // Shared state out of reach (a cluster without Redis):
+                    // the client hears it, the app goes on.
+                    let _ = self.error(conn, format!("locks are unavailable: {error}"));
+                    Err(error)
+                }
+                other => other,
+            },
             Err(why) => self.error(conn, why),
         }
     }
 
     fn on_close(&self, conn: ConnId, _code: u16, _reason: &str) {
-        let outcome = {
-            let mut state = self.lock();
-            let outcome = state.show(conn, BTreeSet::new(), self.config.max_locks);
-            state.shown.remove(&conn);
-            state.users.remove(&conn);
-            outcome
-        };
-        let _ = self.announce(&outcome);
+        let _ = self.forget(conn);
+    }
+
+    fn on_lost(&self, conn: ConnId) -> Result<(), Error> {
+        self.forget(conn)
     }
 }
 
@@ -475,6 +519,7 @@ export_app!(Locks);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use switchboard_plugin_api::testing::TestHost;
 
     fn id(n: u8) -> ConnId {
         ConnId::from_bytes([n; 16])
@@ -486,35 +531,46 @@ mod tests {
 
     #[test]
     fn first_come_first_served_and_the_longest_waiter_inherits() {
-        let mut state = State::default();
+        let host = TestHost::new();
+        let context = host.context("{}");
+        let table = Table {
+            state: context.host.state(),
+        };
         let (a, b, c) = (id(1), id(2), id(3));
-        let outcome = state.show(a, set(&["x", "y"]), usize::MAX);
+        let outcome = table.show(a, &set(&["x", "y"]), usize::MAX).unwrap();
         assert_eq!(outcome.mine, vec!["x", "y"]);
-        let outcome = state.show(b, set(&["x"]), usize::MAX);
+        let outcome = table.show(b, &set(&["x"]), usize::MAX).unwrap();
         assert!(outcome.mine.is_empty());
         assert!(outcome.held_by_others.contains_key("x"));
-        state.show(c, set(&["x"]), usize::MAX);
+        table.show(c, &set(&["x"]), usize::MAX).unwrap();
         // a stops showing x: b waited first and gets it; y stays a's.
-        let outcome = state.show(a, set(&["y"]), usize::MAX);
+        let outcome = table.show(a, &set(&["y"]), usize::MAX).unwrap();
         assert_eq!(outcome.taken.get(&b), Some(&vec!["x".to_owned()]));
         assert!(outcome.freed.is_empty());
         // b disconnects: c inherits x; then c leaves and x is free.
-        let outcome = state.show(b, set(&[]), usize::MAX);
+        let outcome = table.leave(b, usize::MAX).unwrap();
         assert_eq!(outcome.taken.get(&c), Some(&vec!["x".to_owned()]));
-        let outcome = state.show(c, set(&[]), usize::MAX);
+        let outcome = table.leave(c, usize::MAX).unwrap();
         assert_eq!(outcome.freed, vec!["x"]);
-        assert_eq!(state.locks.keys().collect::<Vec<_>>(), vec!["y"]);
+        assert_eq!(table.all().unwrap().keys().collect::<Vec<_>>(), vec!["y"]);
     }
 
     #[test]
-    fn a_waiter_that_moved_on_is_skipped() {
-        let mut state = State::default();
+    fn a_waiter_that_moved_on_is_skipped_and_the_limit_holds() {
+        let host = TestHost::new();
+        let context = host.context("{}");
+        let table = Table {
+            state: context.host.state(),
+        };
         let (a, b, c) = (id(1), id(2), id(3));
-        state.show(a, set(&["x"]), usize::MAX);
-        state.show(b, set(&["x"]), usize::MAX);
-        state.show(c, set(&["x"]), usize::MAX);
-        state.show(b, set(&["z"]), usize::MAX);
-        let outcome = state.show(a, set(&[]), usize::MAX);
+        table.show(a, &set(&["x"]), usize::MAX).unwrap();
+        table.show(b, &set(&["x"]), usize::MAX).unwrap();
+        table.show(c, &set(&["x"]), usize::MAX).unwrap();
+        table.show(b, &set(&["z"]), usize::MAX).unwrap();
+        let outcome = table.show(a, &set(&[]), usize::MAX).unwrap();
         assert_eq!(outcome.taken.get(&c), Some(&vec!["x".to_owned()]));
+        let outcome = table.show(a, &set(&["p", "q"]), 3).unwrap();
+        assert_eq!(outcome.mine, vec!["p"]);
+        assert_eq!(outcome.over_limit, vec!["q"]);
     }
 }

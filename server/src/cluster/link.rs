@@ -60,7 +60,7 @@ impl Cluster {
         format!("{}:instances", self.config.prefix)
     }
 
-    fn set_up(&self, session: Option<&Session>) {
+    pub(super) fn set_up(&self, session: Option<&Session>) {
         let up = session.is_some();
         *self.commands.lock().unwrap_or_else(|e| e.into_inner()) =
             session.map(|s| s.commands.clone());

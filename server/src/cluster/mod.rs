@@ -171,6 +171,8 @@ pub struct Cluster {
     /// Asks the link to leave the cluster (after every connection closed).
     leave: tokio_util::sync::CancellationToken,
     link: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The connection made before the apps were built, until the link takes it.
+    session: Mutex<Option<link::Session>>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -224,16 +226,17 @@ impl Cluster {
             runtime: std::sync::OnceLock::new(),
             leave: tokio_util::sync::CancellationToken::new(),
             link: Mutex::new(None),
+            session: Mutex::new(None),
         }))
     }
 
     /// Connects to Redis (refusing to start when it cannot within
-    /// `request_timeout`), then keeps the link up in a task of its own until
-    /// [`Cluster::leave`].
+    /// `request_timeout`); from now on shared state works. Call it on the
+    /// server's runtime, before the apps are built.
     ///
     /// # Errors
     /// Redis cannot be reached.
-    pub async fn start(self: &Arc<Self>, local: Arc<dyn LocalApps>) -> Result<(), JoinError> {
+    pub async fn connect(self: &Arc<Self>) -> Result<(), JoinError> {
         let _ = self.runtime.set(tokio::runtime::Handle::current());
         let session = link::Session::open(self)
             .await
@@ -241,13 +244,27 @@ impl Cluster {
                 url: redacted(&self.config.redis),
                 reason,
             })?;
-        let Some(outbound) = self
+        self.set_up(Some(&session));
+        *self.session.lock().unwrap_or_else(|e| e.into_inner()) = Some(session);
+        Ok(())
+    }
+
+    /// Joins the cluster over the connection [`Cluster::connect`] made: a
+    /// task of its own keeps the link up until [`Cluster::leave`].
+    pub fn start(self: &Arc<Self>, local: Arc<dyn LocalApps>) {
+        let session = self
+            .session
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let outbound = self
             .outbound_rx
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .take()
-        else {
-            return Ok(());
+            .take();
+        let (Some(session), Some(outbound)) = (session, outbound) else {
+            tracing::error!("cluster: started without a connection to Redis");
+            return;
         };
         let task = tokio::spawn(link::run(
             self.clone(),
@@ -257,7 +274,6 @@ impl Cluster {
             self.leave.clone(),
         ));
         *self.link.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
-        Ok(())
     }
 
     /// Leaves the cluster: says bye and unregisters this node (its

@@ -208,6 +208,9 @@ async fn run(
                 let items: Vec<String> = redis::cmd("HGETALL").arg(key).query_async(c).await?;
                 reply.items = items.into_iter().map(RString::from).collect::<RVec<_>>();
             }
+            StateOp::HASH_LEN => {
+                reply.count = redis::cmd("HLEN").arg(key).query_async(c).await?;
+            }
             StateOp::LIST_PUSH => {
                 let length: u64 = eval(LIST_PUSH, key)
                     .arg(value.unwrap_or_default())

@@ -1,0 +1,195 @@
+//! The example apps on three nodes sharing one real Redis, clients spread
+//! over them: a chat room, record locks and the hub's feedback behave as on
+//! one node, and a killed node's locks and members are released.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use switchboard_tests::Redis;
+
+use crate::apps::{chat_client, expect_type, locks_client, send_json};
+use crate::cluster::{eventually, start_nodes};
+use crate::hub::{BrowserLike, PhpLike};
+
+const APPS: &str = r#"
+[[app]]
+path = "/chat"
+plugin = "chat"
+[app.config]
+history = 3
+
+[[app]]
+path = "/locks"
+plugin = "locks"
+
+[[app]]
+paths = ["/hub", "/hub/web", "/hub/php"]
+plugin = "hub"
+[app.config]
+php_frame_pause_ms = 50
+"#;
+
+/// Waits for a chat message of `kind` whose text is `text`.
+async fn expect_text(ws: &mut switchboard_tests::Client, kind: &str, text: &str) -> Value {
+    loop {
+        let message = expect_type(ws, kind).await;
+        if message["text"] == text {
+            return message;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_chat_room_spans_three_nodes() {
+    let redis = Redis::start();
+    let nodes = start_nodes(&redis, &["a", "b", "c"], APPS).await;
+    let mut alice = chat_client(&nodes[0], "alice").await;
+    let mut bob = chat_client(&nodes[1], "bob").await;
+    let mut carol = chat_client(&nodes[2], "carol").await;
+    for ws in [&mut alice, &mut bob, &mut carol] {
+        send_json(ws, json!({"type": "join", "room": "lobby"})).await;
+        expect_type(ws, "joined").await;
+    }
+    // Members are listed from every node.
+    eventually!("carol sees the three members", {
+        send_json(&mut carol, json!({"type": "members", "room": "lobby"})).await;
+        expect_type(&mut carol, "members").await["members"] == json!(["alice", "bob", "carol"])
+    });
+    send_json(
+        &mut alice,
+        json!({"type": "say", "room": "lobby", "text": "hi all"}),
+    )
+    .await;
+    for ws in [&mut bob, &mut carol] {
+        let message = expect_text(ws, "message", "hi all").await;
+        assert_eq!(message["nick"], "alice");
+    }
+    send_json(
+        &mut bob,
+        json!({"type": "say", "room": "lobby", "text": "from b"}),
+    )
+    .await;
+    expect_text(&mut alice, "message", "from b").await;
+    expect_text(&mut carol, "message", "from b").await;
+
+    // A late joiner on another node gets the room's history.
+    let mut dave = chat_client(&nodes[1], "dave").await;
+    send_json(&mut dave, json!({"type": "join", "room": "lobby"})).await;
+    let joined = expect_type(&mut dave, "joined").await;
+    let texts: Vec<&str> = joined["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|line| line["text"].as_str())
+        .collect();
+    assert_eq!(texts, ["hi all", "from b"]);
+    // Nicknames are one namespace for the cluster.
+    send_json(&mut dave, json!({"type": "nick", "nick": "carol"})).await;
+    let refused = expect_type(&mut dave, "error").await;
+    assert!(
+        refused["message"].as_str().unwrap().contains("taken"),
+        "{refused}"
+    );
+
+    // A client leaving on node c is seen on node a.
+    drop(carol);
+    let left = expect_text(&mut alice, "system", "carol disconnected").await;
+    assert_eq!(left["room"], "lobby");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn locks_are_one_table_across_nodes_and_a_killed_nodes_locks_are_released() {
+    let redis = Redis::start();
+    let mut nodes = start_nodes(&redis, &["a", "b", "c"], APPS).await;
+    let (mut anna, anna_id) = locks_client(&nodes[0], "Anna").await;
+    let (mut ben, _) = locks_client(&nodes[2], "Ben").await;
+    let (mut cleo, _) = locks_client(&nodes[1], "Cleo").await;
+
+    send_json(&mut anna, json!({"type": "show", "ids": ["isbn-1"]})).await;
+    assert_eq!(
+        expect_type(&mut anna, "shown").await["mine"],
+        json!(["isbn-1"])
+    );
+    // Held on node a, seen on node c.
+    let locked = expect_type(&mut ben, "locked").await;
+    assert_eq!(
+        (locked["user"].clone(), locked["conn"].clone()),
+        (json!("Anna"), json!(anna_id))
+    );
+    send_json(&mut ben, json!({"type": "show", "ids": ["isbn-1"]})).await;
+    let shown = expect_type(&mut ben, "shown").await;
+    assert_eq!(shown["mine"], json!([]));
+    assert_eq!(shown["held_by_others"]["isbn-1"]["user"], "Anna");
+    send_json(&mut cleo, json!({"type": "show", "ids": ["isbn-1"]})).await;
+    expect_type(&mut cleo, "shown").await;
+
+    // The holder disconnects on node a: the longest waiter, on node c, inherits.
+    drop(anna);
+    assert_eq!(
+        expect_type(&mut ben, "acquired").await["ids"],
+        json!(["isbn-1"])
+    );
+
+    // Node c dies with the lock: within the node timeout the next waiter
+    // (on node b) gets it, and a new client sees the table without ben.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let killed_at = std::time::Instant::now();
+    nodes.pop().expect("node c").kill().await;
+    assert_eq!(
+        expect_type(&mut cleo, "acquired").await["ids"],
+        json!(["isbn-1"])
+    );
+    assert!(
+        killed_at.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        killed_at.elapsed()
+    );
+    let mut dan = nodes[0].ws("/locks").await;
+    let welcome = expect_type(&mut dan, "welcome").await;
+    assert_eq!(welcome["locks"]["isbn-1"]["user"], "Cleo");
+    assert_eq!(welcome["locks"].as_object().unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hub_feedback_finds_its_target_on_any_node() {
+    let redis = Redis::start();
+    let nodes = start_nodes(&redis, &["a", "b", "c"], APPS).await;
+    let mut browser = BrowserLike::connect(&nodes[0], "/hub/web").await;
+    let mut worker = PhpLike::connect(&nodes[2], "/hub/php", "worker").await;
+    let mut beta = PhpLike::connect(&nodes[1], "/hub/php", "beta").await;
+
+    // By uuid: a backend on node c, a browser on node a (the uuid's
+    // signature verifies on every node: the generated secret is shared).
+    worker
+        .talk(json!({"opcode": "feedback", "uuid": browser.uuid, "message": "progress 50%", "fromUUID": worker.uuid}))
+        .await;
+    let packet: Value = serde_json::from_str(&browser.packet().await).unwrap();
+    assert_eq!(packet["message"], "progress 50%");
+    // By ident: node c to node b.
+    worker
+        .talk(json!({"opcode": "feedback", "ident": "beta", "uuid": "", "message": "hello beta"}))
+        .await;
+    let packet: Value =
+        serde_json::from_str(&beta.read().await.expect("feedback for beta")).unwrap();
+    assert_eq!(packet["message"], "hello beta");
+    // An ident is unique across the cluster.
+    let duplicate = nodes[0]
+        .raw(
+            b"GET /hub/php HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nOrigin: http://127.0.0.1\r\nClient-Type: php\r\nIdent: beta\r\n\r\n",
+            Duration::from_secs(2),
+        )
+        .await;
+    assert!(duplicate.starts_with("HTTP/1.1 409"), "{duplicate}");
+    // A browser's broadcast reaches browsers on other nodes.
+    let mut other = BrowserLike::connect(&nodes[1], "/hub").await;
+    eventually!("node a sees the browser on node b", {
+        nodes[0].health().await["cluster"]["nodes"]
+            .as_array()
+            .is_some_and(|n| n.len() == 2)
+    });
+    browser
+        .send(&json!({"opcode": "broadcast", "message": "to every browser"}))
+        .await;
+    let packet: Value = serde_json::from_str(&other.packet().await).unwrap();
+    assert_eq!(packet["message"], "to every browser");
+}

@@ -8,7 +8,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { appendFileSync, copyFileSync } from 'node:fs';
 import { once } from 'node:events';
 import { join } from 'node:path';
-import { startServer, launch, shoot, root, target } from './support.mjs';
+import { startServer, startRedis, launch, shoot, root, target, APPS } from './support.mjs';
 
 let server;
 let browser;
@@ -78,6 +78,47 @@ test('chat: two browser contexts talk in a room', async () => {
   await bob.context.close();
   await alice.page.locator('#log .sys', { hasText: 'bob disconnected' }).waitFor();
   await alice.context.close();
+});
+
+test('chat: a page on node A and a page on node B talk through Redis', async () => {
+  const redis = await startRedis();
+  const cluster = (node) => () => `[cluster]\nredis = "${redis.url}"\nnode_id = "${node}"\nheartbeat = "100ms"\nnode_timeout = "1s"\n${APPS}`;
+  const nodeA = await startServer(0, cluster('a'));
+  const nodeB = await startServer(0, cluster('b'));
+  try {
+    const openOn = async (node) => {
+      const context = await browser.newContext({ viewport: { width: 1000, height: 760 } });
+      const page = await context.newPage();
+      page.on('pageerror', (error) => assert.fail(`page error: ${error.message}`));
+      await page.goto(node.url + '/chat.html');
+      return { context, page };
+    };
+    const alice = await openOn(nodeA);
+    const bob = await openOn(nodeB);
+    for (const [who, name] of [[alice, 'alice'], [bob, 'bob']]) {
+      await who.page.locator('#status.open').waitFor();
+      await who.page.fill('#nick', name);
+      await who.page.click('#join button');
+      await who.page.locator('#where', { hasText: `in #lobby as ${name}` }).waitFor();
+    }
+    await bob.page.fill('#text', 'hello from node B');
+    await bob.page.press('#text', 'Enter');
+    await alice.page.locator('#log .in', { hasText: 'bob: hello from node B' }).waitFor();
+    await alice.page.fill('#text', 'hi from node A');
+    await alice.page.press('#text', 'Enter');
+    await bob.page.locator('#log .in', { hasText: 'alice: hi from node A' }).waitFor();
+    // The member list on node A names the member on node B.
+    await alice.page.locator('#members li', { hasText: 'bob' }).waitFor();
+    await shoot(alice.page, 'chat-cluster-node-a');
+    await shoot(bob.page, 'chat-cluster-node-b');
+    await bob.context.close();
+    await alice.page.locator('#log .sys', { hasText: 'bob disconnected' }).waitFor();
+    await alice.context.close();
+  } finally {
+    await nodeA.stop();
+    await nodeB.stop();
+    await redis.stop();
+  }
 });
 
 test('chat: a reload with a new build keeps both pages open and talking', async () => {

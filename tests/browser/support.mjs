@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { once } from 'node:events';
 import { createInterface } from 'node:readline';
+import { createServer, connect } from 'node:net';
 import { chromium } from 'playwright-core';
 
 export const root = resolve(import.meta.dirname, '../..');
@@ -15,7 +16,7 @@ export const chromiumPath = process.env.CHROMIUM ?? '/usr/bin/chromium';
 export const screenshots = join(root, 'target/browser-screenshots');
 mkdirSync(screenshots, { recursive: true });
 
-const APPS = `
+export const APPS = `
 [[app]]
 path = "/echo"
 plugin = "echo"
@@ -76,6 +77,43 @@ export async function startServer(port = 0, apps = () => APPS, tls = null) {
     }
   };
   return { url, port: Number(new URL(url).port), config, dir, stop };
+}
+
+/** A free loopback port. */
+async function freePort() {
+  const server = createServer();
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const { port } = server.address();
+  server.close();
+  await once(server, 'close');
+  return port;
+}
+
+/**
+ * Starts Debian's redis-server on a port of its own, nothing saved to disk;
+ * resolves with {url, stop} once it accepts connections.
+ */
+export async function startRedis() {
+  const port = await freePort();
+  const dir = mkdtempSync(join(tmpdir(), 'switchboard-redis-'));
+  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir], { stdio: 'ignore' });
+  for (let i = 0; i < 200; i++) {
+    if (child.exitCode !== null) throw new Error(`redis-server exited with ${child.exitCode}`);
+    const ready = await new Promise((resolve) => {
+      const socket = connect(port, '127.0.0.1', () => { socket.end(); resolve(true); });
+      socket.on('error', () => resolve(false));
+    });
+    if (ready) break;
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  const stop = async () => {
+    if (child.exitCode === null) {
+      child.kill('SIGKILL');
+      await once(child, 'exit');
+    }
+  };
+  return { url: `redis://127.0.0.1:${port}`, stop };
 }
 
 /** Launches headless Chromium with the flags this sandbox needs. */

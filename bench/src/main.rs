@@ -7,6 +7,7 @@
 //! ```
 
 mod baseline;
+mod cluster;
 mod compare;
 mod load;
 mod soak;
@@ -39,6 +40,9 @@ enum Command {
     /// Connections opening and closing on several apps for a long time;
     /// prints the server's memory over time and any unexpected error.
     Soak(soak::SoakArgs),
+    /// One chat room over three nodes and Redis, next to one node: delivery
+    /// latency and messages delivered per second.
+    Cluster(cluster::ClusterArgs),
     /// Serve the bare tokio-tungstenite echo baseline.
     Baseline {
         /// Address to listen on.
@@ -58,6 +62,7 @@ fn main() -> anyhow::Result<()> {
     {
         Command::Compare(args) => compare::run(args),
         Command::Soak(args) => soak::run(args),
+        Command::Cluster(args) => cluster::run(args),
         Command::Load { url, shape } => {
             let runtime = tokio::runtime::Runtime::new()?;
             let result = runtime.block_on(load::run(&url, &shape))?;

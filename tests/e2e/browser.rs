@@ -22,6 +22,7 @@ fn demo_pages_and_the_client_library_work_in_chromium() {
         (!Path::new(&chromium).exists()).then_some("chromium (apt-get install chromium)"),
         (!available("node")).then_some("node"),
         (!available("npm")).then_some("npm"),
+        (!available("redis-server")).then_some("redis-server (apt-get install redis-server)"),
     ]
     .into_iter()
     .flatten()

@@ -78,7 +78,9 @@ fn sorted(value: &Value) -> Vec<String> {
 
 #[tokio::test]
 async fn host_calls_reach_connections_on_every_node() {
-    let redis = Redis::start();
+    let Some(redis) = Redis::start_or_skip() else {
+        return;
+    };
     let nodes = start_nodes(&redis, &["a", "b", "c"], KIT).await;
     let (mut a, a_id) = kit_client(&nodes[0], "/kit").await;
     let (mut b, b_id) = kit_client(&nodes[1], "/kit").await;
@@ -173,7 +175,9 @@ async fn host_calls_reach_connections_on_every_node() {
 
 #[tokio::test]
 async fn pushes_reach_clients_on_whichever_node_holds_them() {
-    let redis = Redis::start();
+    let Some(redis) = Redis::start_or_skip() else {
+        return;
+    };
     let nodes = start_nodes(&redis, &["a", "b", "c"], KIT).await;
     let (mut b, _) = kit_client(&nodes[1], "/kit").await;
     let (mut c, c_id) = kit_client(&nodes[2], "/kit").await;
@@ -234,7 +238,9 @@ async fn pushes_reach_clients_on_whichever_node_holds_them() {
 
 #[tokio::test]
 async fn a_killed_node_leaves_the_others_within_the_timeout() {
-    let redis = Redis::start();
+    let Some(redis) = Redis::start_or_skip() else {
+        return;
+    };
     let mut nodes = start_nodes(&redis, &["a", "b", "c"], KIT).await;
     let (mut a, _) = kit_client(&nodes[0], "/kit").await;
     let (mut c, c_id) = kit_client(&nodes[2], "/kit").await;
@@ -264,7 +270,9 @@ async fn a_killed_node_leaves_the_others_within_the_timeout() {
 
 #[tokio::test]
 async fn redis_lost_and_back_keeps_local_service_and_resumes_by_itself() {
-    let mut redis = Redis::start();
+    let Some(mut redis) = Redis::start_or_skip() else {
+        return;
+    };
     let nodes = start_nodes(&redis, &["a", "b"], KIT).await;
     let (mut a1, a1_id) = kit_client(&nodes[0], "/kit").await;
     let (mut a2, _) = kit_client(&nodes[0], "/kit").await;
@@ -329,7 +337,9 @@ async fn redis_lost_and_back_keeps_local_service_and_resumes_by_itself() {
 
 #[tokio::test]
 async fn without_redis_a_node_refuses_to_start_and_check_says_why() {
-    let redis = Redis::start();
+    let Some(redis) = Redis::start_or_skip() else {
+        return;
+    };
     let port = redis.port;
     drop(redis);
     let text = node_config_text(port);
@@ -344,7 +354,9 @@ async fn without_redis_a_node_refuses_to_start_and_check_says_why() {
     assert!(!output.status.success());
     assert!(switchboard_tests::output_text(&output).contains("cannot reach Redis"));
 
-    let redis = Redis::start();
+    let Some(redis) = Redis::start_or_skip() else {
+        return;
+    };
     let output = switchboard_tests::run_command(&["check"], &node_config_text(redis.port)).await;
     let printed = switchboard_tests::output_text(&output);
     assert!(output.status.success(), "{printed}");
@@ -535,7 +547,9 @@ async fn shared_state_answers_alike_on_one_node_and_across_nodes() {
             "single node: {command}"
         );
     }
-    let redis = Redis::start();
+    let Some(redis) = Redis::start_or_skip() else {
+        return;
+    };
     let nodes = start_nodes(&redis, &["a", "b"], KIT).await;
     let (mut a, _) = kit_client(&nodes[0], "/kit").await;
     let (mut b, _) = kit_client(&nodes[1], "/kit").await;
@@ -571,7 +585,9 @@ async fn shared_state_answers_alike_on_one_node_and_across_nodes() {
 
 #[tokio::test]
 async fn the_connections_of_a_killed_node_are_lost_once_on_another_node() {
-    let redis = Redis::start();
+    let Some(redis) = Redis::start_or_skip() else {
+        return;
+    };
     let mut nodes = start_nodes(&redis, &["a", "b", "c"], KIT).await;
     let (mut a, _) = kit_client(&nodes[0], "/kit").await;
     let (_c1, c1) = kit_client(&nodes[2], "/kit").await;

@@ -19,7 +19,7 @@ use serde_json::json;
 use switchboard_plugin_api::sdk::{bearer_token, tokens_match};
 use switchboard_plugin_api::{
     export_app, Accept, App, ConnId, Context, Error, Handshake, Host, HostError, Message, Reject,
-    SharedState,
+    Shared, SharedState,
 };
 
 /// The `[app.config]` table.
@@ -90,6 +90,19 @@ fn history_key(room: &str) -> String {
 pub struct Chat {
     host: Host,
     config: ChatConfig,
+    /// The nickname and rooms of this node's own connections, as written to
+    /// shared state: only a connection's own commands (handled on its node)
+    /// change them, so reading them here saves a round trip to Redis per
+    /// message in a cluster. Filled again from shared state on a miss (after
+    /// a reload).
+    own: Shared<HashMap<ConnId, Own>>,
+}
+
+/// What [`Chat::own`] keeps of one connection.
+#[derive(Debug, Clone, Default)]
+struct Own {
+    nick: String,
+    rooms: BTreeSet<String>,
 }
 
 fn now_ms() -> u64 {
@@ -112,18 +125,36 @@ impl Chat {
         self.host.state()
     }
 
+    /// What this node keeps of its own connection, read from shared state
+    /// when it is not kept yet.
+    fn own(&self, conn: ConnId) -> Result<Own, HostError> {
+        if let Some(own) = self.own.lock().get(&conn) {
+            return Ok(own.clone());
+        }
+        let me = conn.to_string();
+        let own = Own {
+            nick: self.state().hash_get(NICKS, &me)?.unwrap_or_default(),
+            rooms: self
+                .state()
+                .hash_get(ROOMS, &me)?
+                .and_then(|raw| serde_json::from_str(&raw).ok())
+                .unwrap_or_default(),
+        };
+        self.own.lock().insert(conn, own.clone());
+        Ok(own)
+    }
+
     fn rooms_of(&self, conn: ConnId) -> Result<BTreeSet<String>, HostError> {
-        Ok(self
-            .state()
-            .hash_get(ROOMS, &conn.to_string())?
-            .and_then(|raw| serde_json::from_str(&raw).ok())
-            .unwrap_or_default())
+        Ok(self.own(conn)?.rooms)
     }
 
     fn set_rooms(&self, conn: ConnId, rooms: &BTreeSet<String>) -> Result<(), HostError> {
         let value = (!rooms.is_empty()).then(|| serde_json::to_string(rooms).unwrap_or_default());
         self.state()
             .hash_set(ROOMS, &conn.to_string(), value.as_deref())?;
+        if let Some(own) = self.own.lock().get_mut(&conn) {
+            own.rooms = rooms.clone();
+        }
         Ok(())
     }
 
@@ -140,6 +171,9 @@ impl Chat {
         state.hash_set(NICKS, &me, Some(nick))?;
         if let Some(old) = old.filter(|old| old != nick) {
             state.hash_swap(TAKEN, &old, Some(&me), None)?;
+        }
+        if let Some(own) = self.own.lock().get_mut(&conn) {
+            own.nick = nick.to_owned();
         }
         Ok(true)
     }
@@ -220,10 +254,7 @@ impl Chat {
     }
 
     fn nick(&self, conn: ConnId) -> Result<String, HostError> {
-        Ok(self
-            .state()
-            .hash_get(NICKS, &conn.to_string())?
-            .unwrap_or_default())
+        Ok(self.own(conn)?.nick)
     }
 
     fn handle(&self, conn: ConnId, command: Command) -> Result<(), Error> {
@@ -303,9 +334,10 @@ impl Chat {
     /// A connection is gone, here or with its node: its nickname is free
     /// and its rooms hear it.
     fn forget(&self, conn: ConnId) -> Result<(), Error> {
-        let nick = self.remove_nick(conn)?;
         let rooms = self.rooms_of(conn)?;
+        let nick = self.remove_nick(conn)?;
         self.set_rooms(conn, &BTreeSet::new())?;
+        self.own.lock().remove(&conn);
         // The host has already removed the connection from its groups.
         for room in rooms {
             self.system(&room, format!("{nick} disconnected"), None)?;
@@ -331,6 +363,7 @@ impl App for Chat {
         Ok(Chat {
             host: context.host,
             config,
+            own: Shared::default(),
         })
     }
 
@@ -376,6 +409,13 @@ impl App for Chat {
             n += 1;
             nick = format!("guest-{n}");
         }
+        self.own.lock().insert(
+            conn,
+            Own {
+                nick: nick.clone(),
+                rooms: BTreeSet::new(),
+            },
+        );
         self.host.send_json(
             conn,
             &json!({ "type": "welcome", "id": conn.to_string(), "nick": nick }),

@@ -52,7 +52,9 @@ impl Drop for RedisProcess {
 }
 
 fn start_redis() -> anyhow::Result<RedisProcess> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let dir = std::env::temp_dir().join(format!("switchboard-bench-redis-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let child = Command::new("redis-server")
@@ -63,7 +65,9 @@ fn start_redis() -> anyhow::Result<RedisProcess> {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .map_err(|e| anyhow::anyhow!("cannot start redis-server (apt-get install redis-server): {e}"))?;
+        .map_err(|e| {
+            anyhow::anyhow!("cannot start redis-server (apt-get install redis-server): {e}")
+        })?;
     let redis = RedisProcess {
         child,
         port,
@@ -114,7 +118,10 @@ pub(crate) fn run(args: ClusterArgs) -> anyhow::Result<()> {
                     "switchboard-bench-{}-node{node}",
                     std::process::id()
                 ));
-                let server = format!("{SERVER}\nruntime_dir = {:?}", runtime_dir.display().to_string());
+                let server = format!(
+                    "{SERVER}\nruntime_dir = {:?}",
+                    runtime_dir.display().to_string()
+                );
                 ServerProcess::switchboard(&server, &apps(cluster))
             })
             .collect::<anyhow::Result<_>>()?;
@@ -152,8 +159,10 @@ pub(crate) fn run(args: ClusterArgs) -> anyhow::Result<()> {
 
 async fn connect_and_join(url: &str) -> anyhow::Result<Ws> {
     let (mut ws, _) = tokio_tungstenite::connect_async(url).await?;
-    ws.send(Message::text(json!({"type": "join", "room": "bench"}).to_string()))
-        .await?;
+    ws.send(Message::text(
+        json!({"type": "join", "room": "bench"}).to_string(),
+    ))
+    .await?;
     loop {
         let message = next_json(&mut ws).await?;
         if message["type"] == "joined" {
@@ -185,7 +194,9 @@ async fn measure(setup: &str, urls: &[String], args: &ClusterArgs) -> anyhow::Re
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         sender
-            .send(Message::text(json!({"type": "members", "room": "bench"}).to_string()))
+            .send(Message::text(
+                json!({"type": "members", "room": "bench"}).to_string(),
+            ))
             .await?;
         let members = loop {
             let message = next_json(&mut sender).await?;
@@ -196,7 +207,10 @@ async fn measure(setup: &str, urls: &[String], args: &ClusterArgs) -> anyhow::Re
         if members == expected {
             break;
         }
-        anyhow::ensure!(Instant::now() < deadline, "the room has {members} of {expected} members");
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the room has {members} of {expected} members"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let clock = Instant::now();

@@ -41,4 +41,4 @@ pub use host::{FramePacing, Host, HostError, ServerInfo};
 pub use message::Message;
 pub use push::{Push, PushDecision, PushTarget};
 pub use shared::Shared;
-pub use state::SharedState;
+pub use state::{SharedState, StateWrites};

@@ -18,6 +18,78 @@ use super::host::HostError;
 use super::Host;
 use crate::abi::{StateOp, StateReply, StateRequest};
 
+/// Writes to shared state that do not wait for the answer, from
+/// [`SharedState::without_waiting`].
+#[derive(Debug, Clone, Copy)]
+pub struct StateWrites<'h> {
+    state: SharedState<'h>,
+}
+
+impl StateWrites<'_> {
+    fn run(&self, request: StateRequest<'_>) -> Result<(), HostError> {
+        self.state.run(StateRequest {
+            detached: true,
+            ..request
+        })?;
+        Ok(())
+    }
+
+    /// As [`SharedState::set`].
+    ///
+    /// # Errors
+    /// `UNAVAILABLE`, or `QUEUE_FULL` when too many writes wait already.
+    pub fn set(&self, key: &str, value: &str, ttl: Option<Duration>) -> Result<(), HostError> {
+        self.run(StateRequest {
+            value: opt(Some(value)),
+            ttl_ms: ttl_ms(ttl),
+            ..SharedState::request(StateOp::SET, key)
+        })
+    }
+
+    /// As [`SharedState::delete`].
+    ///
+    /// # Errors
+    /// As [`StateWrites::set`].
+    pub fn delete(&self, key: &str) -> Result<(), HostError> {
+        self.run(SharedState::request(StateOp::DELETE, key))
+    }
+
+    /// As [`SharedState::hash_set`].
+    ///
+    /// # Errors
+    /// As [`StateWrites::set`].
+    pub fn hash_set(&self, key: &str, field: &str, value: Option<&str>) -> Result<(), HostError> {
+        self.run(StateRequest {
+            field: RStr::from_str(field),
+            value: opt(value),
+            ..SharedState::request(StateOp::HASH_SET, key)
+        })
+    }
+
+    /// As [`SharedState::list_push`].
+    ///
+    /// # Errors
+    /// As [`StateWrites::set`].
+    pub fn list_push(&self, key: &str, value: &str, keep: usize) -> Result<(), HostError> {
+        self.run(StateRequest {
+            value: opt(Some(value)),
+            limit: keep as u64,
+            ..SharedState::request(StateOp::LIST_PUSH, key)
+        })
+    }
+
+    /// As [`SharedState::list_remove`].
+    ///
+    /// # Errors
+    /// As [`StateWrites::set`].
+    pub fn list_remove(&self, key: &str, value: &str) -> Result<(), HostError> {
+        self.run(StateRequest {
+            value: opt(Some(value)),
+            ..SharedState::request(StateOp::LIST_REMOVE, key)
+        })
+    }
+}
+
 /// The app's shared state, from [`Host::state`].
 #[derive(Debug, Clone, Copy)]
 pub struct SharedState<'h> {
@@ -52,7 +124,17 @@ impl<'h> SharedState<'h> {
             expected: ROption::RNone,
             ttl_ms: 0,
             limit: 0,
+            detached: false,
         }
+    }
+
+    /// Writes that do not wait for Redis: each is queued after every
+    /// earlier operation of the app on this node and returns at once (in a
+    /// cluster; on a single node they are as fast either way). Use them on
+    /// hot paths for writes whose result the app does not need, such as
+    /// appending to a history. A failure is logged by the server.
+    pub fn without_waiting(&self) -> StateWrites<'h> {
+        StateWrites { state: *self }
     }
 
     /// The value of `key`, if it has one.

@@ -313,9 +313,14 @@ impl Chat {
                     at: now_ms(),
                 };
                 if self.config.history > 0 {
+                    // Nothing here needs the answer: the push is queued,
+                    // before any later read of this node.
                     let entry = serde_json::to_string(&line)?;
-                    self.state()
-                        .list_push(&history_key(&room), &entry, self.config.history)?;
+                    self.state().without_waiting().list_push(
+                        &history_key(&room),
+                        &entry,
+                        self.config.history,
+                    )?;
                 }
                 let message = json!({ "type": "message", "room": room, "nick": line.nick, "text": line.text, "at": line.at });
                 self.host.publish_json(&group(&room), None, &message)?;

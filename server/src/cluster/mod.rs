@@ -173,6 +173,9 @@ pub struct Cluster {
     link: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// The connection made before the apps were built, until the link takes it.
     session: Mutex<Option<link::Session>>,
+    /// Shared-state operations, in order, for the task that runs them.
+    state_jobs: mpsc::Sender<state::StateJob>,
+    state_jobs_rx: Mutex<Option<mpsc::Receiver<state::StateJob>>>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -204,6 +207,7 @@ impl Cluster {
             reason: e.to_string(),
         })?;
         let (outbound, outbound_rx) = mpsc::channel(config.queue);
+        let (state_jobs, state_jobs_rx) = mpsc::channel(config.queue);
         let instance = u64::from_le_bytes(
             uuid::Uuid::new_v4().as_bytes()[..8]
                 .try_into()
@@ -227,6 +231,8 @@ impl Cluster {
             leave: tokio_util::sync::CancellationToken::new(),
             link: Mutex::new(None),
             session: Mutex::new(None),
+            state_jobs,
+            state_jobs_rx: Mutex::new(Some(state_jobs_rx)),
         }))
     }
 
@@ -246,6 +252,14 @@ impl Cluster {
             })?;
         self.set_up(Some(&session));
         *self.session.lock().unwrap_or_else(|e| e.into_inner()) = Some(session);
+        let jobs = self
+            .state_jobs_rx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(jobs) = jobs {
+            tokio::spawn(state::worker(self.clone(), jobs));
+        }
         Ok(())
     }
 

@@ -5,17 +5,29 @@
 //! single node, down to the message refusing an operation on a key that
 //! holds another kind. Keys live under `<prefix>:state:<app>:`.
 //!
-//! `Host` calls are synchronous, Redis is not: a call made on a runtime
-//! worker (a plugin callback) waits in `block_in_place`, which hands the
-//! worker's other tasks to another thread first; a call from a plugin's own
-//! thread waits on the runtime's handle. Either way the wait is bounded by
-//! `request_timeout`.
+//! Every operation of every app on this node goes through one bounded queue
+//! to one task, which sends what is queued as one pipeline: operations run
+//! in the order they were asked, so a write that does not wait (`detached`)
+//! is seen by every later operation of this node, and a burst of them costs
+//! one round trip, not one each.
+//!
+//! `Host` calls are synchronous, Redis is not: a call that waits, made on a
+//! runtime worker (a plugin callback), waits in `block_in_place`, which hands
+//! the worker's other tasks to another thread first; a call from a plugin's
+//! own thread waits on the runtime's handle. Either way the wait is bounded
+//! by `request_timeout`.
+
+use std::sync::Arc;
 
 use abi_stable::std_types::{RString, RVec};
 use redis::aio::MultiplexedConnection;
 use switchboard_plugin_api::abi::{StateOp, StateReply, StateRequest};
+use tokio::sync::{mpsc, oneshot};
 
 use super::{Cluster, ClusterError};
+
+/// Most operations sent in one pipeline.
+const BATCH: usize = 256;
 
 /// `SET` that refuses a key holding a hash or a list, as a single node does.
 const SET: &str = r"
@@ -76,28 +88,70 @@ fn eval(script: &str, key: &str) -> redis::Cmd {
     cmd
 }
 
+/// One operation, owned, waiting in the queue.
+pub(super) struct StateJob {
+    op: StateOp,
+    /// The Redis key.
+    key: String,
+    /// The app's own name for it, for messages.
+    name: String,
+    field: String,
+    value: Option<String>,
+    expected: Option<String>,
+    ttl_ms: u64,
+    limit: u64,
+    /// Where the answer goes; none for a write that does not wait.
+    reply: Option<oneshot::Sender<Result<StateReply, ClusterError>>>,
+}
+
 impl Cluster {
-    /// Runs one state operation of `app` in Redis.
+    /// Runs one state operation of `app` in Redis (or queues it, when
+    /// detached).
     ///
     /// # Errors
     /// `Unavailable` when Redis cannot be reached (or does not answer within
-    /// `request_timeout`); `Refused` for an operation on a key that holds
-    /// another kind, or an unknown operation.
+    /// `request_timeout`); `QueueFull`; `Refused` for an operation on a key
+    /// that holds another kind, or an unknown operation.
     pub fn state(&self, app: &str, request: &StateRequest<'_>) -> Result<StateReply, ClusterError> {
-        let connection = self
-            .commands
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        let Some(connection) = connection.filter(|_| self.is_up()) else {
+        if !self.is_up() {
             return Err(ClusterError::Unavailable);
+        }
+        let text = |v: abi_stable::std_types::ROption<abi_stable::std_types::RStr<'_>>| {
+            v.into_option().map(|v| v.as_str().to_owned())
         };
-        let key = format!(
-            "{}:state:{app}:{}",
-            self.config.prefix,
-            request.key.as_str()
-        );
-        self.block_on(run(connection, &key, request))
+        let mut job = StateJob {
+            op: request.op,
+            key: format!(
+                "{}:state:{app}:{}",
+                self.config.prefix,
+                request.key.as_str()
+            ),
+            name: request.key.as_str().to_owned(),
+            field: request.field.as_str().to_owned(),
+            value: text(request.value),
+            expected: text(request.expected),
+            ttl_ms: request.ttl_ms,
+            limit: request.limit,
+            reply: None,
+        };
+        if request.detached {
+            self.state_jobs
+                .try_send(job)
+                .map_err(|_| ClusterError::QueueFull)?;
+            return Ok(StateReply::default());
+        }
+        let (tx, rx) = oneshot::channel();
+        job.reply = Some(tx);
+        self.state_jobs
+            .try_send(job)
+            .map_err(|_| ClusterError::QueueFull)?;
+        let timeout = self.config.request_timeout;
+        self.block_on(async move {
+            match tokio::time::timeout(timeout, rx).await {
+                Ok(Ok(answer)) => answer,
+                _ => Err(ClusterError::Unavailable),
+            }
+        })
     }
 
     /// Waits for `future` from synchronous code: a `Host` call.
@@ -121,179 +175,207 @@ impl Cluster {
     }
 }
 
-async fn run(
-    mut connection: MultiplexedConnection,
-    key: &str,
-    request: &StateRequest<'_>,
-) -> Result<StateReply, ClusterError> {
-    let value = request.value.into_option().map(|v| v.as_str());
-    let expected = request.expected.into_option().map(|v| v.as_str());
-    let field = request.field.as_str();
-    let limit = request.limit;
-    let c = &mut connection;
-    let mut reply = StateReply::default();
-    let answered: redis::RedisResult<()> = async {
-        match request.op {
-            StateOp::GET => {
-                let got: Option<String> = redis::cmd("GET").arg(key).query_async(c).await?;
-                reply.value = got.map(RString::from).into();
-            }
-            StateOp::SET => {
-                eval(SET, key)
-                    .arg(value.unwrap_or_default())
-                    .arg(request.ttl_ms)
-                    .query_async::<i64>(c)
-                    .await?;
-                reply.done = true;
-            }
-            StateOp::SWAP => {
-                let (has_expected, expected) = flag(expected);
-                let (has_value, value) = flag(value);
-                let done: i64 = eval(SWAP, key)
-                    .arg(has_expected)
-                    .arg(expected)
-                    .arg(has_value)
-                    .arg(value)
-                    .arg(request.ttl_ms)
-                    .query_async(c)
-                    .await?;
-                reply.done = done == 1;
-            }
-            StateOp::DELETE => {
-                let deleted: i64 = redis::cmd("DEL").arg(key).query_async(c).await?;
-                reply.done = deleted > 0;
-            }
-            StateOp::HASH_GET => {
-                let got: Option<String> = redis::cmd("HGET")
-                    .arg(key)
-                    .arg(field)
-                    .query_async(c)
-                    .await?;
-                reply.value = got.map(RString::from).into();
-            }
-            StateOp::HASH_SET => {
-                let changed: i64 = match value {
-                    Some(value) => {
-                        redis::cmd("HSET")
-                            .arg(key)
-                            .arg(field)
-                            .arg(value)
-                            .query_async(c)
-                            .await?
-                    }
-                    None => {
-                        redis::cmd("HDEL")
-                            .arg(key)
-                            .arg(field)
-                            .query_async(c)
-                            .await?
-                    }
-                };
-                reply.done = changed > 0;
-            }
-            StateOp::HASH_SWAP => {
-                let (has_expected, expected) = flag(expected);
-                let (has_value, value) = flag(value);
-                let done: i64 = eval(HASH_SWAP, key)
-                    .arg(field)
-                    .arg(has_expected)
-                    .arg(expected)
-                    .arg(has_value)
-                    .arg(value)
-                    .query_async(c)
-                    .await?;
-                reply.done = done == 1;
-            }
-            StateOp::HASH_ALL => {
-                let items: Vec<String> = redis::cmd("HGETALL").arg(key).query_async(c).await?;
-                reply.items = items.into_iter().map(RString::from).collect::<RVec<_>>();
-            }
-            StateOp::HASH_LEN => {
-                reply.count = redis::cmd("HLEN").arg(key).query_async(c).await?;
-            }
-            StateOp::LIST_PUSH => {
-                let length: u64 = eval(LIST_PUSH, key)
-                    .arg(value.unwrap_or_default())
-                    .arg(limit)
-                    .query_async(c)
-                    .await?;
-                reply.count = length;
-                reply.done = true;
-            }
-            StateOp::LIST_RANGE => {
-                let start = if limit == 0 {
-                    0
-                } else {
-                    -i64::try_from(limit).unwrap_or(i64::MAX)
-                };
-                let items: Vec<String> = redis::cmd("LRANGE")
-                    .arg(key)
-                    .arg(start)
-                    .arg(-1)
-                    .query_async(c)
-                    .await?;
-                reply.items = items.into_iter().map(RString::from).collect::<RVec<_>>();
-            }
-            StateOp::LIST_REMOVE => {
-                let removed: u64 = redis::cmd("LREM")
-                    .arg(key)
-                    .arg(0)
-                    .arg(value.unwrap_or_default())
-                    .query_async(c)
-                    .await?;
-                reply.count = removed;
-                reply.done = removed > 0;
-            }
-            StateOp(other) => {
-                return Err(redis::RedisError::from((
-                    redis::ErrorKind::Client,
-                    "unknown state operation",
-                    other.to_string(),
-                )));
-            }
-        }
-        Ok(())
+/// Runs the queued operations, a pipeline at a time, until the queue closes.
+pub(super) async fn worker(cluster: Arc<Cluster>, mut jobs: mpsc::Receiver<StateJob>) {
+    let mut batch = Vec::with_capacity(BATCH);
+    while jobs.recv_many(&mut batch, BATCH).await > 0 {
+        run_batch(&cluster, &mut batch).await;
     }
+}
+
+async fn run_batch(cluster: &Cluster, batch: &mut Vec<StateJob>) {
+    let connection = cluster
+        .commands
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
+        .filter(|_| cluster.is_up());
+    let Some(mut connection) = connection else {
+        for job in batch.drain(..) {
+            job.answer(Err(ClusterError::Unavailable));
+        }
+        return;
+    };
+    let mut pipe = redis::pipe();
+    pipe.ignore_errors();
+    for job in batch.iter() {
+        pipe.add_command(job.command());
+    }
+    let answered = tokio::time::timeout(
+        cluster.config.request_timeout,
+        pipe.query_async::<Vec<redis::Value>>(&mut connection),
+    )
     .await;
     match answered {
-        Ok(()) => Ok(reply),
-        Err(error) if error.to_string().contains("WRONGTYPE") => {
-            Err(ClusterError::Refused(wrong_kind(c, key, request).await))
+        Ok(Ok(values)) if values.len() == batch.len() => {
+            for (job, value) in batch.drain(..).zip(values) {
+                let result = job.decode(value, &mut connection).await;
+                job.answer(result);
+            }
         }
-        Err(error) if error.kind() == redis::ErrorKind::Client => Err(ClusterError::Refused(
-            format!("unknown state operation {}", request.op.0),
-        )),
-        Err(error) => {
-            tracing::warn!("cluster: a state operation failed: {error}");
-            Err(ClusterError::Unavailable)
+        other => {
+            let why = match other {
+                Ok(Ok(_)) => "an answer of the wrong length".to_owned(),
+                Ok(Err(error)) => error.to_string(),
+                Err(_) => format!("no answer within {:?}", cluster.config.request_timeout),
+            };
+            tracing::warn!("cluster: shared-state operations failed: {why}");
+            for job in batch.drain(..) {
+                job.answer(Err(ClusterError::Unavailable));
+            }
         }
     }
 }
 
-/// The message a single node gives for an operation on a key of another kind.
-async fn wrong_kind(
-    c: &mut MultiplexedConnection,
-    key: &str,
-    request: &StateRequest<'_>,
-) -> String {
-    let holds: String = redis::cmd("TYPE")
-        .arg(key)
-        .query_async(c)
-        .await
-        .unwrap_or_default();
-    let holds = match holds.as_str() {
-        "hash" => "a hash",
-        "list" => "a list",
-        "string" => "a value",
-        _ => "another kind",
-    };
-    let wanted = match request.op {
-        StateOp::HASH_GET | StateOp::HASH_SET | StateOp::HASH_SWAP | StateOp::HASH_ALL => "a hash",
-        StateOp::LIST_PUSH | StateOp::LIST_RANGE | StateOp::LIST_REMOVE => "a list",
-        _ => "a value",
-    };
-    format!(
-        "state key {:?} holds {holds}, not {wanted}",
-        request.key.as_str()
-    )
+impl StateJob {
+    fn answer(self, result: Result<StateReply, ClusterError>) {
+        match self.reply {
+            Some(reply) => {
+                let _ = reply.send(result);
+            }
+            None => {
+                if let Err(error) = result {
+                    tracing::warn!(
+                        key = %self.name,
+                        "cluster: a shared-state write that did not wait failed: {error}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// The command that does it.
+    fn command(&self) -> redis::Cmd {
+        let (key, field) = (&self.key, &self.field);
+        let value = self.value.as_deref();
+        match self.op {
+            StateOp::GET => redis::cmd("GET").arg(key).clone(),
+            StateOp::SET => eval(SET, key)
+                .arg(value.unwrap_or_default())
+                .arg(self.ttl_ms)
+                .clone(),
+            StateOp::SWAP => {
+                let (has_expected, expected) = flag(self.expected.as_deref());
+                let (has_value, value) = flag(value);
+                eval(SWAP, key)
+                    .arg(has_expected)
+                    .arg(expected)
+                    .arg(has_value)
+                    .arg(value)
+                    .arg(self.ttl_ms)
+                    .clone()
+            }
+            StateOp::DELETE => redis::cmd("DEL").arg(key).clone(),
+            StateOp::HASH_GET => redis::cmd("HGET").arg(key).arg(field).clone(),
+            StateOp::HASH_SET => match value {
+                Some(value) => redis::cmd("HSET").arg(key).arg(field).arg(value).clone(),
+                None => redis::cmd("HDEL").arg(key).arg(field).clone(),
+            },
+            StateOp::HASH_SWAP => {
+                let (has_expected, expected) = flag(self.expected.as_deref());
+                let (has_value, value) = flag(value);
+                eval(HASH_SWAP, key)
+                    .arg(field)
+                    .arg(has_expected)
+                    .arg(expected)
+                    .arg(has_value)
+                    .arg(value)
+                    .clone()
+            }
+            StateOp::HASH_ALL => redis::cmd("HGETALL").arg(key).clone(),
+            StateOp::HASH_LEN => redis::cmd("HLEN").arg(key).clone(),
+            StateOp::LIST_PUSH => eval(LIST_PUSH, key)
+                .arg(value.unwrap_or_default())
+                .arg(self.limit)
+                .clone(),
+            StateOp::LIST_RANGE => {
+                let start = if self.limit == 0 {
+                    0
+                } else {
+                    -i64::try_from(self.limit).unwrap_or(i64::MAX)
+                };
+                redis::cmd("LRANGE").arg(key).arg(start).arg(-1).clone()
+            }
+            StateOp::LIST_REMOVE => redis::cmd("LREM")
+                .arg(key)
+                .arg(0)
+                .arg(value.unwrap_or_default())
+                .clone(),
+            // Refused in `decode` without a round trip's worth of meaning.
+            StateOp(_) => redis::cmd("PING"),
+        }
+    }
+
+    /// The reply from what Redis answered.
+    async fn decode(
+        &self,
+        value: redis::Value,
+        connection: &mut MultiplexedConnection,
+    ) -> Result<StateReply, ClusterError> {
+        if let redis::Value::ServerError(error) = &value {
+            if error.code() == "WRONGTYPE"
+                || error.details().is_some_and(|d| d.contains("WRONGTYPE"))
+            {
+                return Err(ClusterError::Refused(self.wrong_kind(connection).await));
+            }
+            tracing::warn!("cluster: Redis refused a shared-state operation: {error:?}");
+            return Err(ClusterError::Unavailable);
+        }
+        let unreadable = |e: redis::ParsingError| {
+            tracing::warn!("cluster: an unreadable answer from Redis: {e}");
+            ClusterError::Unavailable
+        };
+        let mut reply = StateReply::default();
+        match self.op {
+            StateOp::GET | StateOp::HASH_GET => {
+                let got: Option<String> = redis::from_redis_value(value).map_err(unreadable)?;
+                reply.value = got.map(RString::from).into();
+            }
+            StateOp::SET => reply.done = true,
+            StateOp::SWAP | StateOp::HASH_SWAP | StateOp::DELETE | StateOp::HASH_SET => {
+                let n: i64 = redis::from_redis_value(value).map_err(unreadable)?;
+                reply.done = n > 0;
+            }
+            StateOp::HASH_ALL | StateOp::LIST_RANGE => {
+                let items: Vec<String> = redis::from_redis_value(value).map_err(unreadable)?;
+                reply.items = items.into_iter().map(RString::from).collect::<RVec<_>>();
+            }
+            StateOp::HASH_LEN | StateOp::LIST_PUSH | StateOp::LIST_REMOVE => {
+                let n: u64 = redis::from_redis_value(value).map_err(unreadable)?;
+                reply.count = n;
+                reply.done = self.op == StateOp::LIST_PUSH || n > 0;
+            }
+            StateOp(other) => {
+                return Err(ClusterError::Refused(format!(
+                    "unknown state operation {other}"
+                )))
+            }
+        }
+        Ok(reply)
+    }
+
+    /// The message a single node gives for an operation on a key of another kind.
+    async fn wrong_kind(&self, connection: &mut MultiplexedConnection) -> String {
+        let holds: String = redis::cmd("TYPE")
+            .arg(&self.key)
+            .query_async(connection)
+            .await
+            .unwrap_or_default();
+        let holds = match holds.as_str() {
+            "hash" => "a hash",
+            "list" => "a list",
+            "string" => "a value",
+            _ => "another kind",
+        };
+        let wanted = match self.op {
+            StateOp::HASH_GET
+            | StateOp::HASH_SET
+            | StateOp::HASH_SWAP
+            | StateOp::HASH_ALL
+            | StateOp::HASH_LEN => "a hash",
+            StateOp::LIST_PUSH | StateOp::LIST_RANGE | StateOp::LIST_REMOVE => "a list",
+            _ => "a value",
+        };
+        format!("state key {:?} holds {holds}, not {wanted}", self.name)
+    }
 }

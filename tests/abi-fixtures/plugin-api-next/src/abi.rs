@@ -583,6 +583,11 @@ pub struct StateRequest<'a> {
     pub ttl_ms: u64,
     /// For `LIST_PUSH` and `LIST_RANGE`: how many entries (0: all).
     pub limit: u64,
+    /// The caller does not wait for the answer (a write whose result it does
+    /// not need): the server queues the operation after every earlier one
+    /// of this app on this node, answers an empty reply at once and logs a
+    /// failure. Later operations of the app on this node see its effect.
+    pub detached: bool,
 }
 
 /// The answer to a [`StateRequest`].

@@ -62,6 +62,18 @@ impl LocalApps for ClusterApps {
         }
     }
 
+    fn close_all(&self, code: u16, reason: &str) {
+        if let Some(server) = self.server.upgrade() {
+            let request = CloseRequest {
+                code,
+                reason: reason.to_owned(),
+            };
+            for mount in server.all_mounts() {
+                mount.registry().close_all(&request);
+            }
+        }
+    }
+
     fn lost(&self, app: &str, id: ConnId) -> Pin<Box<dyn Future<Output = ()> + Send>> {
         let mount = self
             .server

@@ -616,3 +616,24 @@ async fn the_connections_of_a_killed_node_are_lost_once_on_another_node() {
     let logs = format!("{}{}", nodes[0].log(), nodes[1].log());
     assert_eq!(logs.matches("stopped answering").count(), 1, "{logs}");
 }
+
+#[tokio::test]
+async fn a_reload_keeps_the_cluster_it_joined_and_says_a_change_needs_a_restart() {
+    let Some(redis) = Redis::start_or_skip() else {
+        return;
+    };
+    let node = TestServer::start(node_config(&redis, "a", KIT)).await;
+    // The same [cluster]: nothing to restart.
+    let output = node.reload().await;
+    let printed = switchboard_tests::output_text(&output);
+    assert!(output.status.success(), "{printed}");
+    assert!(!printed.contains("cluster"), "{printed}");
+    node.rewrite_config(&node_config(&redis, "renamed", KIT));
+    let output = node.reload().await;
+    let printed = switchboard_tests::output_text(&output);
+    assert!(
+        printed.contains("needs a restart (not applied): cluster"),
+        "{printed}"
+    );
+    assert_eq!(node.health().await["cluster"]["node_id"], "a");
+}

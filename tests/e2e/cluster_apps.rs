@@ -199,3 +199,41 @@ async fn hub_feedback_finds_its_target_on_any_node() {
     let packet: Value = serde_json::from_str(&other.packet().await).unwrap();
     assert_eq!(packet["message"], "to every browser");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_paused_past_the_timeout_is_written_off_and_closes_its_clients_when_it_wakes() {
+    let Some(redis) = Redis::start_or_skip() else {
+        return;
+    };
+    let nodes = start_nodes(&redis, &["a", "b"], APPS).await;
+    let (mut anna, _) = locks_client(&nodes[0], "Anna").await;
+    let (mut ben, _) = locks_client(&nodes[1], "Ben").await;
+    send_json(&mut anna, json!({"type": "show", "ids": ["isbn-9"]})).await;
+    assert_eq!(
+        expect_type(&mut anna, "shown").await["mine"],
+        json!(["isbn-9"])
+    );
+    send_json(&mut ben, json!({"type": "show", "ids": ["isbn-9"]})).await;
+    expect_type(&mut ben, "shown").await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+
+    // Node a stops answering (paused) for longer than node_timeout (1 s):
+    // node b releases Anna's lock to Ben.
+    nodes[0].signal("STOP");
+    let acquired =
+        tokio::time::timeout(Duration::from_secs(8), expect_type(&mut ben, "acquired")).await;
+    nodes[0].signal("CONT");
+    assert_eq!(
+        acquired.expect("ben acquires while node a is paused")["ids"],
+        json!(["isbn-9"])
+    );
+    // Node a wakes: Anna no longer holds what her page shows, so she is
+    // closed with 1012 and comes back to the real state.
+    let (code, reason) = crate::util::expect_close(&mut anna).await;
+    assert_eq!(code, 1012, "{reason}");
+    let (mut again, _) = locks_client(&nodes[0], "Anna").await;
+    send_json(&mut again, json!({"type": "state"})).await;
+    let state = expect_type(&mut again, "state").await;
+    assert_eq!(state["locks"]["isbn-9"]["user"], "Ben");
+    assert!(nodes[0].log().contains("wrote this node off"));
+}

@@ -409,6 +409,17 @@ impl TestServer {
         assert!(status.success());
     }
 
+    /// Sends a signal by name (`STOP`, `CONT`, ...).
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.id().expect("running");
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(pid.to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+    }
+
     /// Runs `switchboard reload` for this server's config; returns its output.
     pub async fn reload(&self) -> Output {
         Command::new(binary())

@@ -237,7 +237,9 @@ async fn serve(
                     beat.push(snapshot(cluster, local));
                 }
                 session.publish(cluster, &beat).await?;
-                renew(cluster, session).await?;
+                if !renew(cluster, session).await? {
+                    rejoin(cluster, session, local).await?;
+                }
                 // Every live node has had the time to renew its key since
                 // this one connected (after an outage of Redis too).
                 if up_since.elapsed() > cluster.config.node_timeout {
@@ -293,20 +295,62 @@ async fn register(
     pipe.query_async::<()>(&mut session.commands)
         .await
         .map_err(|e| format!("registering: {e}"))?;
-    renew(cluster, session).await
+    renew(cluster, session).await.map(|_| ())
 }
 
-/// Renews this process's alive key.
-async fn renew(cluster: &Cluster, session: &mut Session) -> Result<(), String> {
+/// Renews this process's alive key; false when this process is no longer
+/// registered (it was reaped, or Redis lost its data).
+async fn renew(cluster: &Cluster, session: &mut Session) -> Result<bool, String> {
     let ttl = u64::try_from(cluster.config.node_timeout.as_millis()).unwrap_or(u64::MAX);
-    redis::cmd("SET")
-        .arg(cluster.key("alive", &cluster.instance_name()))
+    let me = cluster.instance_name();
+    let (registered,): (bool,) = redis::pipe()
+        .cmd("SET")
+        .arg(cluster.key("alive", &me))
         .arg(1)
         .arg("PX")
         .arg(ttl)
-        .query_async::<()>(&mut session.commands)
+        .ignore()
+        .cmd("SISMEMBER")
+        .arg(cluster.instances_key())
+        .arg(&me)
+        .query_async(&mut session.commands)
         .await
-        .map_err(|e| format!("heartbeat: {e}"))
+        .map_err(|e| format!("heartbeat: {e}"))?;
+    Ok(registered)
+}
+
+/// This process found itself unregistered while connected. If another node
+/// reaped it (it stopped answering for longer than `node_timeout`: paused,
+/// or cut off from Redis), the apps have released what its clients held:
+/// it closes them with 1012 so they come back with fresh state. If Redis
+/// lost its data instead, there is nothing to undo. Either way it registers
+/// again and tells the others what it holds.
+async fn rejoin(
+    cluster: &Cluster,
+    session: &mut Session,
+    local: &Arc<dyn LocalApps>,
+) -> Result<(), String> {
+    let tombstone = cluster.key("reaped", &cluster.instance_name());
+    let reaped: i64 = redis::cmd("DEL")
+        .arg(&tombstone)
+        .query_async(&mut session.commands)
+        .await
+        .map_err(|e| format!("rejoining: {e}"))?;
+    if reaped > 0 {
+        tracing::warn!(
+            node = %cluster.config.node_id,
+            "cluster: the other nodes wrote this node off (it did not answer within node_timeout); closing its clients (1012) so they come back with fresh state"
+        );
+        local.close_all(1012, "this node lost the cluster; reconnect");
+    } else {
+        tracing::warn!(
+            node = %cluster.config.node_id,
+            "cluster: this node was not registered in Redis (did Redis lose its data?); registering again"
+        );
+    }
+    register(cluster, session, local).await?;
+    cluster.resync.store(true, Ordering::Relaxed);
+    Ok(())
 }
 
 /// Takes this process out of Redis when it leaves (its connections closed
@@ -360,6 +404,16 @@ async fn reap(
         if claimed != 1 {
             continue;
         }
+        // Should the instance come back (it was paused, or cut off), it
+        // learns it was written off.
+        redis::cmd("SET")
+            .arg(cluster.key("reaped", &instance))
+            .arg(1)
+            .arg("EX")
+            .arg(86_400)
+            .query_async::<()>(c)
+            .await
+            .map_err(failed)?;
         let conns = cluster.key("conns", &instance);
         let (members,): (Vec<String>,) = redis::pipe()
             .atomic()

@@ -98,6 +98,9 @@ pub trait LocalApps: Send + Sync + 'static {
     /// Closes a connection of `app` on this node, if it holds it.
     fn close(&self, app: &str, id: ConnId, request: CloseRequest);
 
+    /// Closes every connection of this node (it was written off by the others).
+    fn close_all(&self, code: u16, reason: &str);
+
     /// Tells `app` that a connection another node held is lost (`on_lost`).
     fn lost(&self, app: &str, id: ConnId) -> Pin<Box<dyn Future<Output = ()> + Send>>;
 

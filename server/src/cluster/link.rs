@@ -210,6 +210,7 @@ async fn serve(
                 // What the closing connections queued goes out first.
                 while outbound.recv_many(&mut batch, BATCH).now_or_never().unwrap_or(0) > 0 {
                     let _ = session.publish(cluster, &batch).await;
+                    cluster.dequeued(&batch);
                     batch.clear();
                 }
                 let bye = envelope_for(Channel::All, &Header::Bye { node });
@@ -228,6 +229,7 @@ async fn serve(
                     return Ok(());
                 }
                 let published = session.publish(cluster, &batch).await;
+                cluster.dequeued(&batch);
                 batch.clear();
                 published?;
             }
@@ -527,7 +529,7 @@ fn receive(cluster: &Arc<Cluster>, local: &Arc<dyn LocalApps>, bytes: &[u8]) {
     match header {
         Header::Heartbeat { .. } => {}
         Header::Hello { .. } => {
-            if cluster.outbound.try_send(snapshot(cluster, local)).is_err() {
+            if cluster.enqueue(snapshot(cluster, local)).is_err() {
                 cluster.resync.store(true, Ordering::Relaxed);
             }
         }

@@ -115,6 +115,9 @@ pub trait LocalApps: Send + Sync + 'static {
     fn connection_count(&self) -> u64;
 }
 
+/// Most bytes of envelopes waiting to be published, all together.
+const QUEUE_BYTES: usize = 64 << 20;
+
 /// Where an envelope is published.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Channel {
@@ -166,6 +169,8 @@ pub struct Cluster {
     next_request: AtomicU64,
     /// A membership change could not be queued: publish a whole snapshot.
     resync: AtomicBool,
+    /// Bytes of the envelopes in `outbound`.
+    queued_bytes: std::sync::atomic::AtomicUsize,
     metrics: ClusterMetrics,
     /// The connection that shared-state operations use, while Redis is up.
     commands: Mutex<Option<redis::aio::MultiplexedConnection>>,
@@ -228,6 +233,7 @@ impl Cluster {
             pending: Mutex::default(),
             next_request: AtomicU64::new(1),
             resync: AtomicBool::new(false),
+            queued_bytes: std::sync::atomic::AtomicUsize::new(0),
             metrics,
             commands: Mutex::new(None),
             runtime: std::sync::OnceLock::new(),
@@ -378,17 +384,45 @@ impl Cluster {
     }
 
     fn queue(&self, channel: Channel, header: &Header, payload: &[u8]) -> Result<(), ClusterError> {
-        let outbound = Outbound {
+        self.enqueue(Outbound {
             kind: header.kind(),
             work: Work::Publish {
                 channel,
                 bytes: envelope::encode(header, payload),
             },
+        })
+    }
+
+    /// Queues work for the link, bounded in count and, all envelopes
+    /// together, in bytes: large messages waiting for a slow Redis must not
+    /// grow memory without limit.
+    fn enqueue(&self, outbound: Outbound) -> Result<(), ClusterError> {
+        let len = match &outbound.work {
+            Work::Publish { bytes, .. } => bytes.len(),
+            Work::Track { .. } => 0,
         };
+        if self.queued_bytes.fetch_add(len, Ordering::AcqRel) + len > QUEUE_BYTES {
+            self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+            self.dropped("queue_full");
+            return Err(ClusterError::QueueFull);
+        }
         self.outbound.try_send(outbound).map_err(|_| {
+            self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
             self.dropped("queue_full");
             ClusterError::QueueFull
         })
+    }
+
+    /// Envelopes left the queue (published, or dropped with the session).
+    fn dequeued(&self, batch: &[Outbound]) {
+        let len: usize = batch
+            .iter()
+            .map(|outbound| match &outbound.work {
+                Work::Publish { bytes, .. } => bytes.len(),
+                Work::Track { .. } => 0,
+            })
+            .sum();
+        self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
     }
 
     fn dropped(&self, reason: &str) {
@@ -556,7 +590,7 @@ impl Cluster {
                     member: format!("{app}\n{id}"),
                 },
             };
-            if self.outbound.try_send(track).is_err() {
+            if self.enqueue(track).is_err() {
                 self.resync.store(true, Ordering::Relaxed);
             }
         }

@@ -237,3 +237,53 @@ async fn a_node_paused_past_the_timeout_is_written_off_and_closes_its_clients_wh
     assert_eq!(state["locks"]["isbn-9"]["user"], "Ben");
     assert!(nodes[0].log().contains("wrote this node off"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn chat_goes_on_for_a_nodes_own_clients_while_redis_is_out() {
+    let Some(mut redis) = Redis::start_or_skip() else {
+        return;
+    };
+    let nodes = start_nodes(&redis, &["a", "b"], APPS).await;
+    let mut alice = chat_client(&nodes[0], "alice").await;
+    let mut bob = chat_client(&nodes[0], "bob").await;
+    let mut carol = chat_client(&nodes[1], "carol").await;
+    for ws in [&mut alice, &mut bob, &mut carol] {
+        send_json(ws, json!({"type": "join", "room": "lobby"})).await;
+        expect_type(ws, "joined").await;
+    }
+    redis.kill();
+    eventually!("node a notices", {
+        nodes[0].health().await["cluster"]["redis"] == "down"
+    });
+    // The room on this node goes on.
+    send_json(
+        &mut alice,
+        json!({"type": "say", "room": "lobby", "text": "still here"}),
+    )
+    .await;
+    expect_text(&mut bob, "message", "still here").await;
+    // A new client cannot get a nickname unique in the cluster now: 1013.
+    let mut late = nodes[0].ws("/chat").await;
+    let (code, _) = crate::util::expect_close(&mut late).await;
+    assert_eq!(code, 1013);
+
+    redis.restart();
+    eventually!("both nodes are back", {
+        let mut back = true;
+        for node in &nodes {
+            let health = node.health().await;
+            back &= health["cluster"]["redis"] == "up"
+                && health["cluster"]["nodes"]
+                    .as_array()
+                    .is_some_and(|n| n.len() == 1);
+        }
+        back
+    });
+    send_json(
+        &mut alice,
+        json!({"type": "say", "room": "lobby", "text": "across again"}),
+    )
+    .await;
+    expect_text(&mut carol, "message", "across again").await;
+    let _dave = chat_client(&nodes[1], "dave").await;
+}

@@ -27,6 +27,21 @@ impl HostError {
         self.kind == HostErrorKind::UNKNOWN_CONNECTION
     }
 
+    /// True when a cluster's Redis is out of reach (shared state, or a
+    /// connection of another node): worth telling the client to try again
+    /// later rather than failing the callback.
+    pub fn is_unavailable(&self) -> bool {
+        self.kind == HostErrorKind::UNAVAILABLE
+    }
+
+    /// Whether `error` (as a callback returns it) is a host error that
+    /// [`HostError::is_unavailable`].
+    pub fn is_unavailable_error(error: &(dyn std::error::Error + 'static)) -> bool {
+        error
+            .downcast_ref::<HostError>()
+            .is_some_and(HostError::is_unavailable)
+    }
+
     pub(super) fn from_abi(error: abi::HostError) -> Self {
         HostError {
             kind: error.kind,

@@ -18,8 +18,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use switchboard_plugin_api::sdk::{bearer_token, tokens_match};
 use switchboard_plugin_api::{
-    export_app, Accept, App, ConnId, Context, Error, Handshake, Host, HostError, Message, Reject,
-    Shared, SharedState,
+    export_app, Accept, App, ConnId, Context, Error, Handshake, Host, HostError, LogLevel, Message,
+    Reject, Shared, SharedState,
 };
 
 /// The `[app.config]` table.
@@ -314,13 +314,19 @@ impl Chat {
                 };
                 if self.config.history > 0 {
                     // Nothing here needs the answer: the push is queued,
-                    // before any later read of this node.
+                    // before any later read of this node. Without Redis the
+                    // room still hears the message; the history misses it.
                     let entry = serde_json::to_string(&line)?;
-                    self.state().without_waiting().list_push(
+                    if let Err(error) = self.state().without_waiting().list_push(
                         &history_key(&room),
                         &entry,
                         self.config.history,
-                    )?;
+                    ) {
+                        self.host.log(
+                            LogLevel::DEBUG,
+                            &format!("history of {room:?} not written: {error}"),
+                        );
+                    }
                 }
                 let message = json!({ "type": "message", "room": room, "nick": line.nick, "text": line.text, "at": line.at });
                 self.host.publish_json(&group(&room), None, &message)?;
@@ -408,6 +414,43 @@ impl App for Chat {
     }
 
     fn on_open(&self, conn: ConnId) -> Result<(), Error> {
+        match self.welcome(conn) {
+            Err(error) if HostError::is_unavailable_error(&*error) => {
+                // A cluster without its Redis cannot give a nickname that is
+                // unique on every node: come back later.
+                self.host
+                    .close(conn, 1013, "chat is unavailable; try again later")?;
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    fn on_message(&self, conn: ConnId, message: Message<'_>) -> Result<(), Error> {
+        match message.parse_json::<Command>() {
+            Ok(command) => match self.handle(conn, command) {
+                Err(error) if HostError::is_unavailable_error(&*error) => {
+                    self.error(conn, format!("not now: {error}"))
+                }
+                other => other,
+            },
+            Err(why) => self.error(conn, why),
+        }
+    }
+
+    fn on_close(&self, conn: ConnId, _code: u16, _reason: &str) {
+        let _ = self.forget(conn);
+        self.own.lock().remove(&conn);
+    }
+
+    fn on_lost(&self, conn: ConnId) -> Result<(), Error> {
+        self.forget(conn)
+    }
+}
+
+impl Chat {
+    /// A new client: a guest nickname, the welcome, and the room its URL names.
+    fn welcome(&self, conn: ConnId) -> Result<(), Error> {
         let mut n = self.state().hash_len(NICKS)? + 1;
         let mut nick = format!("guest-{n}");
         while !self.set_nick(conn, &nick)? {
@@ -430,21 +473,6 @@ impl App for Chat {
             self.join(conn, room.to_owned())?;
         }
         Ok(())
-    }
-
-    fn on_message(&self, conn: ConnId, message: Message<'_>) -> Result<(), Error> {
-        match message.parse_json::<Command>() {
-            Ok(command) => self.handle(conn, command),
-            Err(why) => self.error(conn, why),
-        }
-    }
-
-    fn on_close(&self, conn: ConnId, _code: u16, _reason: &str) {
-        let _ = self.forget(conn);
-    }
-
-    fn on_lost(&self, conn: ConnId) -> Result<(), Error> {
-        self.forget(conn)
     }
 }
 

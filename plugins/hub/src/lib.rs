@@ -546,7 +546,15 @@ impl App for Hub {
         {
             // Two backends with one ident that passed their handshakes at once
             // (on one node or two): the second one goes.
-            if !self.directory().add(conn, kind, &ident)? {
+            let added = match self.directory().add(conn, kind, &ident) {
+                Err(error) if error.is_unavailable() => {
+                    self.host
+                        .close(conn, 1013, "the hub is unavailable; try again later")?;
+                    return Ok(());
+                }
+                other => other?,
+            };
+            if !added {
                 self.host
                     .close(conn, 1008, "a backend with this ident is connected already")?;
                 return Ok(());
@@ -638,7 +646,16 @@ impl App for Hub {
             }
         };
         match complete {
-            Some(packet) => self.packet(conn, &packet),
+            Some(packet) => match self.packet(conn, &packet) {
+                Err(error) if HostError::is_unavailable_error(&*error) => {
+                    // A cluster without its Redis: this packet's routing
+                    // failed; the client goes on.
+                    self.host
+                        .log(LogLevel::WARN, &format!("packet not handled: {error}"));
+                    self.next(conn)
+                }
+                other => other,
+            },
             None => self.next(conn),
         }
     }

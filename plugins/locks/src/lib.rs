@@ -493,11 +493,10 @@ impl App for Locks {
     fn on_message(&self, conn: ConnId, message: Message<'_>) -> Result<(), Error> {
         match message.parse_json::<Command>() {
             Ok(command) => match self.handle(conn, command) {
-                Err(error) if error.downcast_ref::<HostError>().is_some() => {
+                Err(error) if HostError::is_unavailable_error(&*error) => {
                     // Shared state out of reach (a cluster without Redis):
-                    // the client hears it, the app goes on.
-                    let _ = self.error(conn, format!("locks are unavailable: {error}"));
-                    Err(error)
+                    // the client hears it and may try again.
+                    self.error(conn, format!("locks are unavailable: {error}"))
                 }
                 other => other,
             },

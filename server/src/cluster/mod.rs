@@ -486,13 +486,9 @@ impl Cluster {
             Audience::Group(group) => (To::Group(group.to_owned()), Some(group)),
             Audience::One(id) => return u64::from(self.send(app, id, message).is_ok()),
         };
-        let reach = {
-            let peers = self.peers();
-            if peers.is_empty() {
-                return 0;
-            }
-            peers.audience_size(app, group, except)
-        };
+        // Published even when no other node is known yet: one that just
+        // started may not have been heard from.
+        let reach = self.peers().audience_size(app, group, except);
         if !self.is_up() {
             self.dropped("redis_down");
             return 0;

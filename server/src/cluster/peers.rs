@@ -207,11 +207,6 @@ impl Peers {
         self.nodes.len()
     }
 
-    /// Whether no other node is known.
-    pub(super) fn is_empty(&self) -> bool {
-        self.nodes.is_empty()
-    }
-
     /// Members of an app's group on every other node.
     pub(super) fn members(&self, app: &str, group: &str) -> Vec<ConnId> {
         self.nodes

@@ -94,6 +94,55 @@ async fn host_calls_reach_connections_on_every_node() {
         sorted(&call(a_kit, json!({"op": "connections"})).await["ok"]) == all
     });
 
+    // A message for a client of the same node never touches Redis; a
+    // broadcast crosses it once, whatever the number of clients.
+    let published = |node| async move {
+        let scrape = crate::metrics::scrape_metrics(node).await;
+        crate::metrics::value_of(
+            &scrape,
+            "switchboard_cluster_published_total",
+            &[("kind", "deliver")],
+        )
+        .unwrap_or(0.0) as u64
+    };
+    let (mut a2, a2_id) = kit_client(&nodes[0], "/kit").await;
+    let before = published(&nodes[0]).await;
+    for _ in 0..5 {
+        call(
+            a_kit,
+            json!({"op": "send", "to": a2_id, "text": "same node"}),
+        )
+        .await;
+    }
+    assert_eq!(delivered(&mut a2).await, "same node");
+    assert_eq!(published(&nodes[0]).await, before);
+    let (mut more, more_id) = kit_client(&nodes[1], "/kit").await;
+    drop(a2);
+    eventually!("a2 gone and the new client on b known", {
+        let ids = sorted(&call(a_kit, json!({"op": "connections"})).await["ok"]);
+        ids.len() == 4 && ids.contains(&more_id) && !ids.contains(&a2_id)
+    });
+    let (count, _) =
+        call_collecting(a_kit, json!({"op": "broadcast", "text": "once per node"})).await;
+    assert_eq!(count["ok"], 4, "{count}");
+    assert_eq!(delivered(&mut more).await, "once per node");
+    assert_eq!(delivered(b_kit).await, "once per node");
+    assert_eq!(delivered(c_kit).await, "once per node");
+    // Counted once Redis answered the node that sent it (after it may have
+    // reached the others).
+    eventually!("the publish is counted", {
+        published(&nodes[0]).await > before
+    });
+    assert_eq!(
+        published(&nodes[0]).await,
+        before + 1,
+        "one publish for two nodes and three remote clients"
+    );
+    drop(more);
+    eventually!("node a sees the extra client gone", {
+        sorted(&call(a_kit, json!({"op": "connections"})).await["ok"]) == all
+    });
+
     // One connection on another node.
     let sent = call(a_kit, json!({"op": "send", "to": b_id, "text": "a to b"})).await;
     assert_eq!(sent, json!({"ok": null}));

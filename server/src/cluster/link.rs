@@ -103,31 +103,63 @@ impl Session {
         }
     }
 
-    async fn publish(&mut self, cluster: &Cluster, batch: &[Outbound]) -> Result<(), String> {
+    /// Sends a batch of work as one pipeline, in order, and answers the
+    /// shared-state operations in it; the batch is emptied.
+    async fn publish(
+        &mut self,
+        cluster: &Cluster,
+        batch: &mut Vec<Outbound>,
+    ) -> Result<(), String> {
         let conns = cluster.key("conns", &cluster.instance_name());
         let mut pipe = redis::pipe();
-        for outbound in batch {
-            match &outbound.work {
-                Work::Publish { channel, bytes } => pipe
-                    .cmd("PUBLISH")
-                    .arg(cluster.channel_name(channel))
-                    .arg(bytes.as_slice())
-                    .ignore(),
-                Work::Track { open, member } => pipe
-                    .cmd(if *open { "SADD" } else { "SREM" })
-                    .arg(&conns)
-                    .arg(member)
-                    .ignore(),
-            };
+        pipe.ignore_errors();
+        let mut jobs = Vec::new();
+        let mut kinds = Vec::with_capacity(batch.len());
+        for outbound in batch.drain(..) {
+            kinds.push(outbound.kind);
+            match outbound.work {
+                Work::Publish { channel, bytes } => {
+                    pipe.cmd("PUBLISH")
+                        .arg(cluster.channel_name(&channel))
+                        .arg(bytes)
+                        .ignore();
+                }
+                Work::Track { open, member } => {
+                    pipe.cmd(if open { "SADD" } else { "SREM" })
+                        .arg(&conns)
+                        .arg(member)
+                        .ignore();
+                }
+                Work::State(job) => {
+                    pipe.add_command(job.command());
+                    jobs.push(job);
+                }
+            }
         }
-        pipe.query_async::<()>(&mut self.commands)
-            .await
-            .map_err(|e| format!("publishing: {e}"))?;
-        for outbound in batch {
+        let answered = pipe
+            .query_async::<Vec<redis::Value>>(&mut self.commands)
+            .await;
+        let values = match answered {
+            Ok(values) if values.len() == jobs.len() => values,
+            other => {
+                for job in jobs {
+                    job.answer(Err(super::ClusterError::Unavailable));
+                }
+                return Err(match other {
+                    Err(error) => format!("publishing: {error}"),
+                    Ok(_) => "publishing: an answer of the wrong length".to_owned(),
+                });
+            }
+        };
+        for (job, value) in jobs.into_iter().zip(values) {
+            let result = job.decode(value, &mut self.commands).await;
+            job.answer(result);
+        }
+        for kind in kinds {
             cluster
                 .metrics
                 .published
-                .get_or_create(&kind_labels(outbound.kind))
+                .get_or_create(&kind_labels(kind))
                 .inc();
         }
         Ok(())
@@ -193,12 +225,12 @@ async fn serve(
 ) -> Result<(), String> {
     let node = cluster.config.node_id.clone();
     register(cluster, session, local).await?;
-    let greeting = [
+    let mut greeting = vec![
         heartbeat(cluster, local),
         envelope_for(Channel::All, &Header::Hello { node: node.clone() }),
         snapshot(cluster, local),
     ];
-    session.publish(cluster, &greeting).await?;
+    session.publish(cluster, &mut greeting).await?;
     let up_since = Instant::now();
     let mut tick = tokio::time::interval(cluster.config.heartbeat);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -209,12 +241,12 @@ async fn serve(
             () = shutdown.cancelled() => {
                 // What the closing connections queued goes out first.
                 while outbound.recv_many(&mut batch, BATCH).now_or_never().unwrap_or(0) > 0 {
-                    let _ = session.publish(cluster, &batch).await;
                     cluster.dequeued(&batch);
+                    let _ = session.publish(cluster, &mut batch).await;
                     batch.clear();
                 }
-                let bye = envelope_for(Channel::All, &Header::Bye { node });
-                let _ = session.publish(cluster, &[bye]).await;
+                let mut bye = vec![envelope_for(Channel::All, &Header::Bye { node })];
+                let _ = session.publish(cluster, &mut bye).await;
                 let _ = unregister(cluster, session).await;
                 return Ok(());
             }
@@ -228,17 +260,15 @@ async fn serve(
                 if count == 0 {
                     return Ok(());
                 }
-                let published = session.publish(cluster, &batch).await;
                 cluster.dequeued(&batch);
-                batch.clear();
-                published?;
+                session.publish(cluster, &mut batch).await?;
             }
             _ = tick.tick() => {
                 let mut beat = vec![heartbeat(cluster, local)];
                 if cluster.resync.swap(false, Ordering::Relaxed) {
                     beat.push(snapshot(cluster, local));
                 }
-                session.publish(cluster, &beat).await?;
+                session.publish(cluster, &mut beat).await?;
                 if !renew(cluster, session).await? {
                     rejoin(cluster, session, local).await?;
                 }

@@ -137,6 +137,8 @@ enum Work {
         /// The envelope.
         bytes: Vec<u8>,
     },
+    /// A shared-state operation of an app of this node.
+    State(state::StateJob),
     /// A connection of this node opened (or closed): kept in Redis, so that
     /// whoever outlives this node can tell its apps the connection is lost.
     Track {
@@ -152,6 +154,17 @@ enum Work {
 struct Outbound {
     kind: &'static str,
     work: Work,
+}
+
+impl Outbound {
+    /// Bytes it holds, for the queue's bound.
+    fn len(&self) -> usize {
+        match &self.work {
+            Work::Publish { bytes, .. } => bytes.len(),
+            Work::State(job) => job.len(),
+            Work::Track { .. } => 0,
+        }
+    }
 }
 
 /// This node's membership in a cluster.
@@ -181,9 +194,8 @@ pub struct Cluster {
     link: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// The connection made before the apps were built, until the link takes it.
     session: Mutex<Option<link::Session>>,
-    /// Shared-state operations, in order, for the task that runs them.
-    state_jobs: mpsc::Sender<state::StateJob>,
-    state_jobs_rx: Mutex<Option<mpsc::Receiver<state::StateJob>>>,
+    /// Set once the link runs: shared-state operations go through its queue.
+    linked: AtomicBool,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -215,7 +227,6 @@ impl Cluster {
             reason: e.to_string(),
         })?;
         let (outbound, outbound_rx) = mpsc::channel(config.queue);
-        let (state_jobs, state_jobs_rx) = mpsc::channel(config.queue);
         let instance = u64::from_le_bytes(
             uuid::Uuid::new_v4().as_bytes()[..8]
                 .try_into()
@@ -240,8 +251,7 @@ impl Cluster {
             leave: tokio_util::sync::CancellationToken::new(),
             link: Mutex::new(None),
             session: Mutex::new(None),
-            state_jobs,
-            state_jobs_rx: Mutex::new(Some(state_jobs_rx)),
+            linked: AtomicBool::new(false),
         }))
     }
 
@@ -261,14 +271,6 @@ impl Cluster {
             })?;
         self.set_up(Some(&session));
         *self.session.lock().unwrap_or_else(|e| e.into_inner()) = Some(session);
-        let jobs = self
-            .state_jobs_rx
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        if let Some(jobs) = jobs {
-            tokio::spawn(state::worker(self.clone(), jobs));
-        }
         Ok(())
     }
 
@@ -297,6 +299,7 @@ impl Cluster {
             self.leave.clone(),
         ));
         *self.link.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
+        self.linked.store(true, Ordering::Release);
     }
 
     /// Leaves the cluster: says bye and unregisters this node (its
@@ -397,10 +400,7 @@ impl Cluster {
     /// together, in bytes: large messages waiting for a slow Redis must not
     /// grow memory without limit.
     fn enqueue(&self, outbound: Outbound) -> Result<(), ClusterError> {
-        let len = match &outbound.work {
-            Work::Publish { bytes, .. } => bytes.len(),
-            Work::Track { .. } => 0,
-        };
+        let len = outbound.len();
         if self.queued_bytes.fetch_add(len, Ordering::AcqRel) + len > QUEUE_BYTES {
             self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
             self.dropped("queue_full");
@@ -413,15 +413,9 @@ impl Cluster {
         })
     }
 
-    /// Envelopes left the queue (published, or dropped with the session).
+    /// Work left the queue (sent, or dropped with the session).
     fn dequeued(&self, batch: &[Outbound]) {
-        let len: usize = batch
-            .iter()
-            .map(|outbound| match &outbound.work {
-                Work::Publish { bytes, .. } => bytes.len(),
-                Work::Track { .. } => 0,
-            })
-            .sum();
+        let len: usize = batch.iter().map(Outbound::len).sum();
         self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
     }
 

@@ -5,10 +5,13 @@
 //! single node, down to the message refusing an operation on a key that
 //! holds another kind. Keys live under `<prefix>:state:<app>:`.
 //!
-//! Every operation of every app on this node goes through one bounded queue
-//! to one task, which sends what is queued as one pipeline: operations run
-//! in the order they were asked, so a write that does not wait (`detached`)
-//! is seen by every later operation of this node, and a burst of them costs
+//! Every operation of every app on this node goes into the link's queue,
+//! the one that also carries the node's publications (see `link.rs`), and
+//! the link sends what is queued as one pipeline. So operations run in the
+//! order they were asked, a write that does not wait (`detached`) is seen by
+//! every later operation of this node, and a write queued before a broadcast
+//! is in Redis before any node delivers the broadcast (a chat message is in
+//! the room's history before anyone can answer it); a burst of writes costs
 //! one round trip, not one each.
 //!
 //! `Host` calls are synchronous, Redis is not: a call that waits, made on a
@@ -17,17 +20,12 @@
 //! own thread waits on the runtime's handle. Either way the wait is bounded
 //! by `request_timeout`.
 
-use std::sync::Arc;
-
 use abi_stable::std_types::{RString, RVec};
 use redis::aio::MultiplexedConnection;
 use switchboard_plugin_api::abi::{StateOp, StateReply, StateRequest};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
-use super::{Cluster, ClusterError};
-
-/// Most operations sent in one pipeline.
-const BATCH: usize = 256;
+use super::{Cluster, ClusterError, Outbound, Work};
 
 /// `SET` that refuses a key holding a hash or a list, as a single node does.
 const SET: &str = r"
@@ -89,6 +87,7 @@ fn eval(script: &str, key: &str) -> redis::Cmd {
 }
 
 /// One operation, owned, waiting in the queue.
+#[derive(Debug)]
 pub(super) struct StateJob {
     op: StateOp,
     /// The Redis key.
@@ -134,17 +133,34 @@ impl Cluster {
             limit: request.limit,
             reply: None,
         };
+        if !self.linked.load(std::sync::atomic::Ordering::Acquire) {
+            // Before the link runs (the apps being built): one at a time, now.
+            let connection = self
+                .commands
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+                .ok_or(ClusterError::Unavailable)?;
+            let timeout = self.config.request_timeout;
+            return self.block_on(async move {
+                tokio::time::timeout(timeout, job.run_now(connection))
+                    .await
+                    .unwrap_or(Err(ClusterError::Unavailable))
+            });
+        }
+        let queue = |job: StateJob| {
+            self.enqueue(Outbound {
+                kind: "state",
+                work: Work::State(job),
+            })
+        };
         if request.detached {
-            self.state_jobs
-                .try_send(job)
-                .map_err(|_| ClusterError::QueueFull)?;
+            queue(job)?;
             return Ok(StateReply::default());
         }
         let (tx, rx) = oneshot::channel();
         job.reply = Some(tx);
-        self.state_jobs
-            .try_send(job)
-            .map_err(|_| ClusterError::QueueFull)?;
+        queue(job)?;
         let timeout = self.config.request_timeout;
         self.block_on(async move {
             match tokio::time::timeout(timeout, rx).await {
@@ -175,60 +191,28 @@ impl Cluster {
     }
 }
 
-/// Runs the queued operations, a pipeline at a time, until the queue closes.
-pub(super) async fn worker(cluster: Arc<Cluster>, mut jobs: mpsc::Receiver<StateJob>) {
-    let mut batch = Vec::with_capacity(BATCH);
-    while jobs.recv_many(&mut batch, BATCH).await > 0 {
-        run_batch(&cluster, &mut batch).await;
-    }
-}
-
-async fn run_batch(cluster: &Cluster, batch: &mut Vec<StateJob>) {
-    let connection = cluster
-        .commands
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone()
-        .filter(|_| cluster.is_up());
-    let Some(mut connection) = connection else {
-        for job in batch.drain(..) {
-            job.answer(Err(ClusterError::Unavailable));
-        }
-        return;
-    };
-    let mut pipe = redis::pipe();
-    pipe.ignore_errors();
-    for job in batch.iter() {
-        pipe.add_command(job.command());
-    }
-    let answered = tokio::time::timeout(
-        cluster.config.request_timeout,
-        pipe.query_async::<Vec<redis::Value>>(&mut connection),
-    )
-    .await;
-    match answered {
-        Ok(Ok(values)) if values.len() == batch.len() => {
-            for (job, value) in batch.drain(..).zip(values) {
-                let result = job.decode(value, &mut connection).await;
-                job.answer(result);
-            }
-        }
-        other => {
-            let why = match other {
-                Ok(Ok(_)) => "an answer of the wrong length".to_owned(),
-                Ok(Err(error)) => error.to_string(),
-                Err(_) => format!("no answer within {:?}", cluster.config.request_timeout),
-            };
-            tracing::warn!("cluster: shared-state operations failed: {why}");
-            for job in batch.drain(..) {
-                job.answer(Err(ClusterError::Unavailable));
-            }
-        }
-    }
-}
-
 impl StateJob {
-    fn answer(self, result: Result<StateReply, ClusterError>) {
+    /// Runs it on its own (before the link runs).
+    async fn run_now(
+        self,
+        mut connection: MultiplexedConnection,
+    ) -> Result<StateReply, ClusterError> {
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors().add_command(self.command());
+        let mut values: Vec<redis::Value> = pipe
+            .query_async(&mut connection)
+            .await
+            .map_err(|_| ClusterError::Unavailable)?;
+        let value = values.pop().ok_or(ClusterError::Unavailable)?;
+        self.decode(value, &mut connection).await
+    }
+
+    /// Bytes it holds, for the queue's bound.
+    pub(super) fn len(&self) -> usize {
+        self.key.len() + self.field.len() + self.value.as_ref().map_or(0, String::len)
+    }
+
+    pub(super) fn answer(self, result: Result<StateReply, ClusterError>) {
         match self.reply {
             Some(reply) => {
                 let _ = reply.send(result);
@@ -245,7 +229,7 @@ impl StateJob {
     }
 
     /// The command that does it.
-    fn command(&self) -> redis::Cmd {
+    pub(super) fn command(&self) -> redis::Cmd {
         let (key, field) = (&self.key, &self.field);
         let value = self.value.as_deref();
         match self.op {
@@ -307,7 +291,7 @@ impl StateJob {
     }
 
     /// The reply from what Redis answered.
-    async fn decode(
+    pub(super) async fn decode(
         &self,
         value: redis::Value,
         connection: &mut MultiplexedConnection,

@@ -465,7 +465,7 @@ async fn reap(
         let local = local.clone();
         tokio::spawn(async move {
             for member in members {
-                let Some((app, id)) = member.split_once('\n') else {
+                let Some((app, id)) = member.rsplit_once('\n') else {
                     continue;
                 };
                 if let Ok(id) = id.parse::<ConnId>() {

@@ -287,3 +287,41 @@ async fn chat_goes_on_for_a_nodes_own_clients_while_redis_is_out() {
     expect_text(&mut carol, "message", "across again").await;
     let _dave = chat_client(&nodes[1], "dave").await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_clock_ticks_for_every_node() {
+    let Some(redis) = Redis::start_or_skip() else {
+        return;
+    };
+    let clock = "[[app]]\npath = \"/clock\"\nplugin = \"clock\"\n[app.config]\ninterval_ms = 100\n";
+    let nodes = start_nodes(&redis, &["a", "b", "c"], clock).await;
+    let mut clients = Vec::new();
+    for node in &nodes {
+        clients.push(node.ws("/clock").await);
+    }
+    // Every client gets the same ticks, one per interval, numbered in
+    // order: one node holds the lease and ticks for all (three tickers
+    // would repeat numbers and tick three times as often).
+    let started = std::time::Instant::now();
+    let mut first = None;
+    let mut last = 0;
+    for ws in &mut clients {
+        let mut seen = Vec::new();
+        let reading = std::time::Instant::now();
+        while reading.elapsed() < Duration::from_millis(1000) {
+            let tick: Value = serde_json::from_str(&crate::util::next_text(ws).await).unwrap();
+            seen.push(tick["n"].as_u64().unwrap());
+        }
+        // The first is the count at connect time; then one each tick.
+        let ticks = &seen[1..];
+        assert!(ticks.windows(2).all(|w| w[1] == w[0] + 1), "{seen:?}");
+        first = first.or(ticks.first().copied());
+        last = last.max(*ticks.last().unwrap());
+    }
+    let elapsed_ticks = started.elapsed().as_millis() as u64 / 100;
+    let numbered = last - first.unwrap();
+    assert!(
+        numbered <= elapsed_ticks + 5,
+        "{numbered} ticks in {elapsed_ticks} intervals: more than one clock"
+    );
+}

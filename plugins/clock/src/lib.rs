@@ -5,6 +5,13 @@
 //!
 //! The thread stops when the app shuts down: from then on host calls answer
 //! `SHUT_DOWN`, and the stop flag is set in `on_shutdown`.
+//!
+//! On several nodes (a cluster) a publish reaches every node, so one clock
+//! ticks for all: each instance tries to hold a lease in shared state
+//! (`ticker`, renewed every tick, expiring after three intervals) and only
+//! the holder publishes. When its node dies, another takes over within three
+//! intervals. A reload hands the lease to the new instance (`save_state`).
+//! Without Redis each node ticks for its own clients.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -37,6 +44,21 @@ struct Clock {
     host: Host,
     running: Arc<AtomicBool>,
     ticks: Arc<AtomicU64>,
+    /// This instance's name in the lease.
+    me: String,
+}
+
+/// The shared-state key of the lease on ticking.
+const LEASE: &str = "ticker";
+
+/// Whether this instance holds the lease (renewing or taking it). Without
+/// shared state (Redis out of reach), every node ticks for its own clients.
+fn hold_lease(host: &Host, me: &str, ttl: Duration) -> bool {
+    let state = host.state();
+    let held = state
+        .swap(LEASE, Some(me), Some(me), Some(ttl))
+        .and_then(|renewed| Ok(renewed || state.swap(LEASE, None, Some(me), Some(ttl))?));
+    held.unwrap_or(true)
 }
 
 fn tick_message(n: u64) -> String {
@@ -57,15 +79,23 @@ impl App for Clock {
             )
             .into());
         }
+        // The previous instance's name and count (a reload): the lease and
+        // the numbering go on.
+        let saved: Option<(String, u64)> = context.saved_state_json(|_: &(String, u64)| true);
+        let (me, count) = saved.unwrap_or_else(|| (uuid::Uuid::new_v4().to_string(), 0));
         let running = Arc::new(AtomicBool::new(true));
-        let ticks = Arc::new(AtomicU64::new(0));
+        let ticks = Arc::new(AtomicU64::new(count));
         let (host, flag, counter) = (context.host.clone(), running.clone(), ticks.clone());
+        let name = me.clone();
         std::thread::Builder::new()
             .name("clock-ticker".into())
             .spawn(move || {
                 let interval = Duration::from_millis(config.interval_ms);
                 while flag.load(Ordering::Acquire) {
                     std::thread::sleep(interval);
+                    if !hold_lease(&host, &name, interval * 3) {
+                        continue;
+                    }
                     let n = counter.fetch_add(1, Ordering::Relaxed) + 1;
                     match host.publish(TICKS, tick_message(n).as_str()) {
                         Err(error) if error.kind() == HostErrorKind::SHUT_DOWN => break,
@@ -77,6 +107,7 @@ impl App for Clock {
             host: context.host,
             running,
             ticks,
+            me,
         })
     }
 
@@ -110,6 +141,11 @@ impl App for Clock {
         self.host
             .send_json(conn, &json!({ "type": "ok", "subscribed": subscribed }))?;
         Ok(())
+    }
+
+    fn save_state(&self) -> Result<Option<Vec<u8>>, Error> {
+        let state = (self.me.clone(), self.ticks.load(Ordering::Relaxed));
+        Ok(Some(serde_json::to_vec(&state)?))
     }
 
     fn on_shutdown(&self) {

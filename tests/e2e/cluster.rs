@@ -686,3 +686,56 @@ async fn a_reload_keeps_the_cluster_it_joined_and_says_a_change_needs_a_restart(
     );
     assert_eq!(node.health().await["cluster"]["node_id"], "a");
 }
+
+#[tokio::test]
+async fn a_redis_with_a_password_is_reached_with_it_and_refused_without() {
+    if Redis::start_or_skip().is_none() {
+        return;
+    }
+    let redis = Redis::start_with(&["--requirepass", "s3cret-pass"]);
+    let config = |url: String| {
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nplugin_dir = {:?}\n[cluster]\nredis = \"{url}\"\nnode_id = \"p\"\nrequest_timeout = \"1s\"\n",
+            switchboard_tests::target_dir().display().to_string()
+        )
+    };
+    let wrong = config(format!("redis://:wrong@127.0.0.1:{}", redis.port));
+    let output = switchboard_tests::run_command(&["check"], &wrong).await;
+    let printed = switchboard_tests::output_text(&output);
+    assert!(!output.status.success());
+    assert!(
+        printed.contains(&format!(
+            "cannot reach Redis at redis://:***@127.0.0.1:{}",
+            redis.port
+        )),
+        "{printed}"
+    );
+    assert!(
+        !printed.contains("wrong"),
+        "the password stays out of messages: {printed}"
+    );
+    let right = config(format!("redis://:s3cret-pass@127.0.0.1:{}", redis.port));
+    let output = switchboard_tests::run_command(&["check"], &right).await;
+    let printed = switchboard_tests::output_text(&output);
+    assert!(output.status.success(), "{printed}");
+    let node = TestServer::start(TestConfig::new().apps(&format!(
+        "[cluster]\nredis = \"redis://:s3cret-pass@127.0.0.1:{}\"\nnode_id = \"p\"\n\n{KIT}",
+        redis.port
+    )))
+    .await;
+    let health = node.health().await;
+    assert_eq!(health["cluster"]["redis"], "up");
+    assert_eq!(
+        health["cluster"]["redis_url"],
+        format!("redis://:***@127.0.0.1:{}", redis.port)
+    );
+    // rediss:// (TLS) is understood; a plain port does not speak it.
+    let tls = config(format!("rediss://127.0.0.1:{}", redis.port));
+    let output = switchboard_tests::run_command(&["check"], &tls).await;
+    let printed = switchboard_tests::output_text(&output);
+    assert!(!output.status.success());
+    assert!(
+        printed.contains("cannot reach Redis at rediss://127.0.0.1"),
+        "{printed}"
+    );
+}

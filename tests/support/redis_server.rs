@@ -14,6 +14,8 @@ pub struct Redis {
     /// The port it listens on (kept across [`Redis::restart`]).
     pub port: u16,
     dir: TempDir,
+    /// Extra `redis-server` arguments (kept across [`Redis::restart`]).
+    extra: Vec<String>,
 }
 
 fn free_port() -> u16 {
@@ -23,8 +25,9 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn spawn(port: u16, dir: &TempDir) -> Child {
+fn spawn(port: u16, dir: &TempDir, extra: &[String]) -> Child {
     Command::new("redis-server")
+        .args(extra)
         .args(["--port", &port.to_string()])
         .args(["--bind", "127.0.0.1"])
         .args(["--save", ""])
@@ -59,15 +62,21 @@ impl Redis {
 
     /// Starts a Redis and waits until it answers.
     pub fn start() -> Redis {
+        Redis::start_with(&[])
+    }
+
+    /// Starts a Redis with extra arguments (`--requirepass x`).
+    pub fn start_with(extra: &[&str]) -> Redis {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut redis = Redis {
             child: None,
             port: 0,
             dir,
+            extra: extra.iter().map(|a| (*a).to_owned()).collect(),
         };
         for _ in 0..5 {
             redis.port = free_port();
-            redis.child = Some(spawn(redis.port, &redis.dir));
+            redis.child = Some(spawn(redis.port, &redis.dir, &redis.extra));
             if redis.wait_ready() {
                 return redis;
             }
@@ -105,10 +114,11 @@ impl Redis {
             return false;
         };
         let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
-        let mut answer = [0u8; 7];
+        // Any answer will do: "+PONG", or "-NOAUTH" from one with a password.
+        let mut answer = [0u8; 1];
         stream.write_all(b"PING\r\n").is_ok()
             && stream.read_exact(&mut answer).is_ok()
-            && &answer == b"+PONG\r\n"
+            && matches!(&answer, b"+" | b"-")
     }
 
     /// Kills it (SIGKILL), as a crash would.
@@ -124,7 +134,7 @@ impl Redis {
         self.kill();
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            self.child = Some(spawn(self.port, &self.dir));
+            self.child = Some(spawn(self.port, &self.dir, &self.extra));
             if self.wait_ready() {
                 return;
             }

@@ -1,6 +1,7 @@
 //! One WebSocket connection after the upgrade: a single task that reads
 //! frames and hands messages to the app, writes the connection's outbox to the
-//! socket, pings idle clients, and performs the close handshake.
+//! socket (pings included, when the keepalive asks), and performs the close
+//! handshake.
 //!
 //! One task per connection (rather than a reader and a writer task) keeps the
 //! app's callbacks for that connection in order and never concurrent, with no
@@ -21,7 +22,7 @@ use futures_util::{SinkExt, StreamExt};
 use switchboard_plugin_api::abi::MessageRef;
 use switchboard_plugin_api::ConnId;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::time::{sleep_until, Instant, MissedTickBehavior};
+use tokio::time::{sleep_until, Instant};
 use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
@@ -53,8 +54,6 @@ pub struct ConnectionSettings {
     /// (`Registry::deliver`). The one place the server's `max_message_size`
     /// reaches its users from.
     pub max_message_size: usize,
-    /// How often to ping; a client silent for a whole interval after a ping is dropped.
-    pub ping_interval: Duration,
     /// How long to wait for the client's answer to our close frame.
     pub close_timeout: Duration,
     /// How long one write may wait for the client to take the data; a client
@@ -79,7 +78,6 @@ impl ConnectionSettings {
         ConnectionSettings {
             websocket,
             max_message_size: server.max_message_size,
-            ping_interval: server.ping_interval,
             close_timeout: server.close_timeout,
             write_timeout: server.write_timeout,
         }
@@ -171,12 +169,6 @@ where
     if shutdown.is_cancelled() {
         step = Step::Close(going_away());
     }
-    let mut ping = tokio::time::interval_at(
-        Instant::now() + settings.ping_interval,
-        settings.ping_interval,
-    );
-    ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut heard_since_ping = true;
     let mut pacing = Pacing::new();
     // Set once our close frame is sent: until then, wait for the client's.
     let mut closing: Option<(Instant, Ending)> = None;
@@ -218,7 +210,20 @@ where
         step = tokio::select! {
             biased;
             event = outbox.next(), if closing.is_none() => match event {
+                OutboxEvent::Unresponsive => {
+                    tracing::debug!("no answer to ping; dropping connection");
+                    Step::End(Ending::new(1006, "ping timeout"))
+                }
                 OutboxEvent::Close(request) => Step::Close(request),
+                OutboxEvent::Ping => {
+                    let payload = bytes::Bytes::copy_from_slice(app.settings().ping_payload.as_bytes());
+                    pacing.wrote();
+                    match within(settings.write_timeout, ws.send(Message::Ping(payload))).await {
+                        Some(Ok(())) => Step::Continue,
+                        Some(Err(_)) => Step::End(Ending::new(1006, "connection lost")),
+                        None => write_timed_out(),
+                    }
+                }
                 OutboxEvent::Message(message) => {
                     let batch = pacing.before_write(&connection).await;
                     let step = within(settings.write_timeout, write_batch(&mut ws, &mut outbox, message, batch, app.metrics()))
@@ -229,7 +234,7 @@ where
                 }
             },
             incoming = ws.next() => {
-                heard_since_ping = true;
+                connection.heard();
                 pacing.heard();
                 match incoming {
                     Some(Ok(message)) => {
@@ -242,21 +247,6 @@ where
                     }
                     Some(Err(error)) => on_read_error(&app, id, error, closing.is_some()).await,
                     None => Step::End(Ending::new(1006, "connection closed")),
-                }
-            }
-            _ = ping.tick(), if closing.is_none() => {
-                if heard_since_ping {
-                    heard_since_ping = false;
-                    let payload = bytes::Bytes::copy_from_slice(app.settings().ping_payload.as_bytes());
-                    pacing.wrote();
-                    match within(settings.write_timeout, ws.send(Message::Ping(payload))).await {
-                        Some(Ok(())) => Step::Continue,
-                        Some(Err(_)) => Step::End(Ending::new(1006, "connection lost")),
-                        None => write_timed_out(),
-                    }
-                } else {
-                    tracing::debug!("no answer to ping; dropping connection");
-                    Step::End(Ending::new(1006, "ping timeout"))
                 }
             }
             _ = sleep_until(close_deadline.unwrap_or_else(Instant::now)), if close_deadline.is_some() => {

@@ -26,6 +26,7 @@
 //! - [`routes`]: what the server serves now: the config, its apps, and the
 //!   path table (exact paths, patterns, apps chosen by subprotocol).
 //! - [`connection`]: one WebSocket: reads, writes, pings, close handshake.
+//! - [`keepalive`]: one task pings every connection and drops the silent ones.
 //! - [`plugin`]: loading plugin files, the `Host` given to apps, calling apps.
 //! - [`cluster`]: several nodes sharing deliveries through Redis (`[cluster]`).
 //! - [`registry`]: one app's connections and groups, and the one delivery path
@@ -57,6 +58,7 @@ pub mod config;
 pub mod connection;
 pub mod control;
 pub mod http;
+pub mod keepalive;
 pub mod limits;
 pub mod listener;
 pub mod memory_budget;

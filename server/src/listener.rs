@@ -26,6 +26,18 @@ pub struct Bound {
 /// stages: stop accepting; ask every connection to close (1001) and wait up
 /// to `shutdown_grace`; call every app's `on_shutdown`.
 pub async fn serve(server: Arc<Server>, listeners: Vec<Bound>, stop: impl Future<Output = ()>) {
+    let (config_of, mounts_of) = (server.clone(), server.clone());
+    server.tracker().spawn(crate::keepalive::run(
+        move || config_of.config().server.ping_interval,
+        move || {
+            mounts_of
+                .all_mounts()
+                .iter()
+                .map(|mount| mount.registry().clone())
+                .collect()
+        },
+        server.shutdown_token().clone(),
+    ));
     let accepting = join_all(
         listeners
             .into_iter()

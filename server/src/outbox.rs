@@ -8,6 +8,9 @@
 //! close request gets through even when the queue is full, and the connection
 //! task writes what was queued before it first.
 //!
+//! The keepalive (`keepalive.rs`) asks for pings through it too, so an idle
+//! connection needs no timer of its own.
+//!
 //! The queue is a `VecDeque` under a mutex (held for a push or a pop, never
 //! across an `.await`) with one `AtomicWaker`, measured cheaper per message
 //! than a tokio channel (and it allocates nothing until a message is queued).
@@ -60,8 +63,12 @@ pub struct CloseRequest {
 /// What the connection task is asked to do next.
 #[derive(Debug, PartialEq)]
 pub enum OutboxEvent {
+    /// The client did not answer the last keepalive ping: drop it (1006).
+    Unresponsive,
     /// Close (after writing what is queued).
     Close(CloseRequest),
+    /// Send a keepalive ping.
+    Ping,
     /// Write this message.
     Message(Message),
 }
@@ -73,6 +80,10 @@ struct Queue {
     close: Option<CloseRequest>,
     close_requested: bool,
     receiver_gone: bool,
+    /// The keepalive asks for a ping.
+    ping: bool,
+    /// The keepalive found the client silent since the last ping.
+    unresponsive: bool,
 }
 
 #[derive(Debug)]
@@ -210,6 +221,18 @@ impl Outbox {
         self.shared.waker.wake();
     }
 
+    /// Asks the connection task to send a keepalive ping.
+    pub fn request_ping(&self) {
+        self.shared.lock().ping = true;
+        self.shared.waker.wake();
+    }
+
+    /// Tells the connection task its client did not answer the last ping.
+    pub fn report_unresponsive(&self) {
+        self.shared.lock().unresponsive = true;
+        self.shared.waker.wake();
+    }
+
     /// Whether the connection task is gone.
     pub fn is_closed(&self) -> bool {
         self.shared.lock().receiver_gone
@@ -263,8 +286,14 @@ impl OutboxReceiver {
 
     fn try_next(&mut self) -> Option<OutboxEvent> {
         let mut queue = self.shared.lock();
+        if std::mem::take(&mut queue.unresponsive) {
+            return Some(OutboxEvent::Unresponsive);
+        }
         if let Some(close) = queue.close.take() {
             return Some(OutboxEvent::Close(close));
+        }
+        if std::mem::take(&mut queue.ping) {
+            return Some(OutboxEvent::Ping);
         }
         pop(&mut queue, &self.shared.budget).map(OutboxEvent::Message)
     }

@@ -10,7 +10,7 @@
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::SystemTime;
 
@@ -56,7 +56,21 @@ pub struct Connection {
     pub frame_pause_micros: AtomicU64,
     /// Raised while one of its own callbacks runs (see `MountedApp::call`).
     pub in_callback: AtomicBool,
+    /// Heard from since the last keepalive ping, or not (see [`Liveness`]).
+    liveness: AtomicU8,
 }
+
+/// What the keepalive does with a connection at a sweep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Liveness {
+    /// It was heard from since the last ping (or never pinged): ping it.
+    Ping,
+    /// Silent since the last ping: drop it.
+    Unresponsive,
+}
+
+const HEARD: u8 = 0;
+const PINGED: u8 = 1;
 
 impl Connection {
     /// A connection that opens now, with default (batched) writes.
@@ -69,6 +83,23 @@ impl Connection {
             one_frame_per_write: AtomicBool::new(false),
             frame_pause_micros: AtomicU64::new(0),
             in_callback: AtomicBool::new(false),
+            liveness: AtomicU8::new(HEARD),
+        }
+    }
+
+    /// A frame arrived from the client (a load, and a store only when it
+    /// changes: every frame calls it).
+    pub fn heard(&self) {
+        if self.liveness.load(Ordering::Relaxed) != HEARD {
+            self.liveness.store(HEARD, Ordering::Relaxed);
+        }
+    }
+
+    /// The keepalive's verdict at a sweep: ping it now, or drop it.
+    pub fn sweep(&self) -> Liveness {
+        match self.liveness.swap(PINGED, Ordering::Relaxed) {
+            PINGED => Liveness::Unresponsive,
+            _ => Liveness::Ping,
         }
     }
 }
@@ -438,6 +469,18 @@ impl Registry {
             .connections
             .values()
             .any(|c| c.in_callback.load(Ordering::SeqCst))
+    }
+
+    /// Runs one keepalive sweep over every connection: a ping for those heard
+    /// from since the last, a drop for those silent since.
+    pub fn sweep(&self) {
+        let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+        for connection in state.connections.values() {
+            match connection.sweep() {
+                Liveness::Ping => connection.outbox.request_ping(),
+                Liveness::Unresponsive => connection.outbox.report_unresponsive(),
+            }
+        }
     }
 
     /// Asks every connection to close (used at shutdown).

@@ -43,6 +43,18 @@ enum Command {
     /// One chat room over three nodes and Redis, next to one node: delivery
     /// latency and messages delivered per second.
     Cluster(cluster::ClusterArgs),
+    /// Open idle connections to a running server and print its resident
+    /// memory per connection (from /proc, given its pid).
+    Idle {
+        /// WebSocket URL, e.g. ws://127.0.0.1:8080/echo.
+        url: String,
+        /// The server's process id.
+        #[arg(long)]
+        pid: u32,
+        /// Connections to open.
+        #[arg(long, default_value_t = 10_000)]
+        connections: usize,
+    },
     /// Serve the bare tokio-tungstenite echo baseline.
     Baseline {
         /// Address to listen on.
@@ -68,6 +80,31 @@ fn main() -> anyhow::Result<()> {
             let result = runtime.block_on(load::run(&url, &shape))?;
             println!("{}", load::Report::header());
             println!("{}", result.row("", ""));
+            Ok(())
+        }
+        Command::Idle {
+            url,
+            pid,
+            connections,
+        } => {
+            let rss = || -> anyhow::Result<u64> {
+                let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("VmRSS:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                    .ok_or_else(|| anyhow::anyhow!("no VmRSS for pid {pid}"))
+            };
+            let runtime = tokio::runtime::Runtime::new()?;
+            let before = rss()?;
+            let clients = runtime.block_on(load::open_idle(&url, connections))?;
+            std::thread::sleep(Duration::from_secs(1));
+            let after = rss()?;
+            println!(
+                "{connections} idle connections: RSS {before} KiB -> {after} KiB, {:.2} KiB per connection",
+                after.saturating_sub(before) as f64 / connections as f64
+            );
+            drop(clients);
             Ok(())
         }
         Command::Baseline {

@@ -739,3 +739,34 @@ async fn a_redis_with_a_password_is_reached_with_it_and_refused_without() {
         "{printed}"
     );
 }
+
+#[tokio::test]
+async fn a_node_that_stops_says_bye_and_nothing_is_lost() {
+    let Some(redis) = Redis::start_or_skip() else {
+        return;
+    };
+    let mut nodes = start_nodes(&redis, &["a", "b"], KIT).await;
+    let (mut a, _) = kit_client(&nodes[0], "/kit").await;
+    let (_b, b_id) = kit_client(&nodes[1], "/kit").await;
+    eventually!("node a knows the client on b", {
+        sorted(&call(&mut a, json!({"op": "connections"})).await["ok"]).contains(&b_id)
+    });
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let status = nodes.pop().expect("node b").terminate().await;
+    assert!(status.success());
+    // Gone as soon as it stopped: it said bye (logged below), rather than
+    // being timed out.
+    eventually!("node a forgets node b", {
+        nodes[0].health().await["cluster"]["nodes"] == json!([])
+    });
+    assert!(!sorted(&call(&mut a, json!({"op": "connections"})).await["ok"]).contains(&b_id));
+    // It closed its clients itself (on_close ran there): nothing to reap.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let lost = call(
+        &mut a,
+        json!({"op": "state", "call": "list_range", "key": "lost"}),
+    )
+    .await;
+    assert_eq!(lost, json!({"ok": []}));
+    assert!(nodes[0].log().contains("node b left"));
+}

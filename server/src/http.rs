@@ -39,11 +39,19 @@ pub async fn serve_connection<S>(
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let slot = slot.map(Arc::new);
+    // Set once this connection answered 101: it is becoming a WebSocket.
+    let upgrading = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let service = {
-        let server = server.clone();
+        let (server, upgrading) = (server.clone(), upgrading.clone());
         service_fn(move |request| {
-            let (server, slot) = (server.clone(), slot.clone());
-            async move { Ok::<_, Infallible>(route::<S>(request, peer, &server, &slot).await) }
+            let (server, slot, upgrading) = (server.clone(), slot.clone(), upgrading.clone());
+            async move {
+                let response = route::<S>(request, peer, &server, &slot).await;
+                if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+                    upgrading.store(true, std::sync::atomic::Ordering::Release);
+                }
+                Ok::<_, Infallible>(response)
+            }
         })
     };
     let mut builder = http1::Builder::new();
@@ -59,7 +67,13 @@ pub async fn serve_connection<S>(
     let result = tokio::select! {
         result = connection.as_mut() => result,
         () = server.shutdown_token().cancelled() => {
-            connection.as_mut().graceful_shutdown();
+            // An idle keep-alive connection closes now. One whose 101 is on
+            // its way is left to finish becoming a WebSocket, which then
+            // closes with 1001 like every other: cut here, its client would
+            // see the connection reset instead.
+            if !upgrading.load(std::sync::atomic::Ordering::Acquire) {
+                connection.as_mut().graceful_shutdown();
+            }
             connection.await
         }
     };

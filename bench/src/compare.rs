@@ -1,8 +1,11 @@
 //! The comparison: starts the baseline and Switchboard (release builds, with
-//! the real echo plugin) as separate processes, runs each scenario against
-//! both in alternating rounds, and prints every run, the median of each, and
-//! Switchboard's ratio to the baseline. Alternating spreads machine noise over
-//! both servers instead of favouring whichever ran in the quieter moment.
+//! the real echo plugin) as separate processes, and with `--peers` the echo
+//! servers of other stacks that `bench/peers/setup.sh` installed
+//! (fastwebsockets, Node's `ws` with `bufferutil`, Python's `websockets`);
+//! runs each scenario against every server in rotating rounds, and prints
+//! every run, the median of each, and each server's ratio to the baseline.
+//! Rotating spreads machine noise over the servers instead of favouring
+//! whichever ran in the quieter moment.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -29,6 +32,9 @@ pub(crate) struct CompareArgs {
     /// so that they do not take turns on the same core; much less noise.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pin: bool,
+    /// Also measure the peers `bench/peers/setup.sh` installed.
+    #[arg(long)]
+    peers: bool,
 }
 
 impl Default for CompareArgs {
@@ -39,6 +45,7 @@ impl Default for CompareArgs {
             inflight: 1,
             idle: 5000,
             pin: true,
+            peers: false,
         }
     }
 }
@@ -165,6 +172,54 @@ fn server_command(program: &std::path::Path, pin: bool) -> Command {
     }
 }
 
+/// The peers of `bench/peers` that are installed, started; a line for each
+/// that is not.
+fn start_peers(pin: bool) -> Vec<ServerProcess> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("peers");
+    let mut peers = Vec::new();
+    let mut start = |name: &'static str,
+                     program: &std::path::Path,
+                     args: &[&std::ffi::OsStr],
+                     env: Option<(&str, std::path::PathBuf)>,
+                     needs: std::path::PathBuf| {
+        if !needs.exists() {
+            println!(
+                "peer {name}: not installed ({} is missing); run bench/peers/setup.sh",
+                needs.display()
+            );
+            return;
+        }
+        let mut command = server_command(program, pin);
+        command.args(args);
+        if let Some((key, value)) = env {
+            command.env(key, value);
+        }
+        match ServerProcess::start(name, command, "listening on ", "/") {
+            Ok(server) => peers.push(server),
+            Err(error) => println!("peer {name}: did not start: {error:#}"),
+        }
+    };
+    let fast = root.join("target/release/fastwebsockets-echo");
+    start("fastwebsockets", &fast, &[], None, fast.clone());
+    let node_script = root.join("node/echo.mjs");
+    start(
+        "node-ws",
+        std::path::Path::new("node"),
+        &[node_script.as_os_str()],
+        None,
+        root.join("node/node_modules/ws"),
+    );
+    let python_script = root.join("python/echo.py");
+    start(
+        "py-websockets",
+        std::path::Path::new("python3"),
+        &[python_script.as_os_str()],
+        Some(("PYTHONPATH", root.join("python/deps"))),
+        root.join("python/deps/websockets"),
+    );
+    peers
+}
+
 /// Pins this process (and the threads it starts later) to CPU 1.
 fn pin_self() -> anyhow::Result<()> {
     let status = Command::new("taskset")
@@ -175,7 +230,7 @@ fn pin_self() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn start_servers(idle: usize, pin: bool) -> anyhow::Result<(ServerProcess, ServerProcess)> {
+fn start_servers(idle: usize, pin: bool) -> anyhow::Result<Vec<ServerProcess>> {
     let mut baseline = server_command(&std::env::current_exe()?, pin);
     baseline.arg("baseline");
     let baseline = ServerProcess::start("baseline", baseline, "listening on ", "/")?;
@@ -189,7 +244,7 @@ fn start_servers(idle: usize, pin: bool) -> anyhow::Result<(ServerProcess, Serve
         pin,
         "/echo",
     )?;
-    Ok((baseline, switchboard))
+    Ok(vec![baseline, switchboard])
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -204,8 +259,11 @@ pub(crate) fn run(args: CompareArgs) -> anyhow::Result<()> {
         pin_self()?;
     }
     let runtime = tokio::runtime::Runtime::new()?;
-    let (baseline, switchboard) = start_servers(args.idle, pin)?;
-    let servers = [&baseline, &switchboard];
+    let mut servers = start_servers(args.idle, pin)?;
+    if args.peers {
+        servers.extend(start_peers(pin));
+    }
+    let n = servers.len();
     let scenarios = [
         (
             "1 conn x 32 B",
@@ -251,13 +309,13 @@ pub(crate) fn run(args: CompareArgs) -> anyhow::Result<()> {
     println!("{} {:>10}", Report::header(), "CPU µs/msg");
     let mut summary = Vec::new();
     for (name, shape) in &scenarios {
-        let mut throughput = [Vec::new(), Vec::new()];
-        let mut p99 = [Vec::new(), Vec::new()];
-        let mut cpu = [Vec::new(), Vec::new()];
+        let mut throughput = vec![Vec::new(); n];
+        let mut p99 = vec![Vec::new(); n];
+        let mut cpu = vec![Vec::new(); n];
         for round in 0..args.rounds {
-            // Alternate which server goes first in each round.
-            let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
-            for i in order {
+            // Rotate which server goes first in each round.
+            for k in 0..n {
+                let i = (k + round) % n;
                 let cpu_before = servers[i].cpu_ns();
                 let report = runtime.block_on(load::run(&servers[i].url, shape))?;
                 let cpu_us = (servers[i].cpu_ns() - cpu_before) as f64
@@ -269,41 +327,29 @@ pub(crate) fn run(args: CompareArgs) -> anyhow::Result<()> {
                 cpu[i].push(cpu_us);
             }
         }
-        summary.push((
-            name,
-            [median(throughput[0].clone()), median(throughput[1].clone())],
-            [median(p99[0].clone()), median(p99[1].clone())],
-            [median(cpu[0].clone()), median(cpu[1].clone())],
-        ));
+        let medians = |values: &Vec<Vec<f64>>| -> Vec<f64> {
+            values.iter().map(|v| median(v.clone())).collect()
+        };
+        summary.push((name, medians(&throughput), medians(&p99), medians(&cpu)));
     }
 
+    println!("\nmedians (ratio = server / baseline; CPU = server CPU time per echoed message)");
     println!(
-        "\nmedians (ratio = switchboard / baseline; CPU = server CPU time per echoed message)"
-    );
-    println!(
-        "{:<18} {:>11} {:>13} {:>7} {:>11} {:>9} {:>11} {:>9} {:>9}",
-        "scenario",
-        "baseline/s",
-        "switchboard/s",
-        "ratio",
-        "base p99 µs",
-        "sb p99 µs",
-        "base CPU µs",
-        "sb CPU µs",
-        "CPU ratio"
+        "{:<18} {:<15} {:>11} {:>7} {:>9} {:>9} {:>9}",
+        "scenario", "server", "msgs/s", "ratio", "p99 µs", "CPU µs", "CPU ratio"
     );
     for (name, rate, p99, cpu) in &summary {
-        println!(
-            "{name:<18} {:>11.0} {:>13.0} {:>7.3} {:>11.0} {:>9.0} {:>11.2} {:>9.2} {:>9.3}",
-            rate[0],
-            rate[1],
-            rate[1] / rate[0],
-            p99[0],
-            p99[1],
-            cpu[0],
-            cpu[1],
-            cpu[1] / cpu[0]
-        );
+        for (i, server) in servers.iter().enumerate() {
+            println!(
+                "{name:<18} {:<15} {:>11.0} {:>7.3} {:>9.0} {:>9.2} {:>9.3}",
+                server.name,
+                rate[i],
+                rate[i] / rate[0],
+                p99[i],
+                cpu[i],
+                cpu[i] / cpu[0]
+            );
+        }
     }
 
     if args.idle > 0 {
@@ -312,24 +358,27 @@ pub(crate) fn run(args: CompareArgs) -> anyhow::Result<()> {
             args.idle
         );
         println!(
-            "{:<12} {:>12} {:>12} {:>16}",
+            "{:<15} {:>12} {:>12} {:>16}",
             "server", "before KiB", "after KiB", "KiB/connection"
         );
         let mut per_connection = Vec::new();
-        for server in servers {
+        for server in &servers {
             let before = server.rss_kib().unwrap_or(0);
             let clients = runtime.block_on(load::open_idle(&server.url, args.idle))?;
             std::thread::sleep(Duration::from_millis(500));
             let after = server.rss_kib().unwrap_or(0);
             let each = after.saturating_sub(before) as f64 / args.idle as f64;
-            println!("{:<12} {before:>12} {after:>12} {each:>16.1}", server.name);
+            println!("{:<15} {before:>12} {after:>12} {each:>16.1}", server.name);
             per_connection.push(each);
             drop(clients);
         }
-        println!(
-            "ratio (switchboard / baseline): {:.2}",
-            per_connection[1] / per_connection[0]
-        );
+        for (server, each) in servers.iter().zip(&per_connection).skip(1) {
+            println!(
+                "ratio ({} / baseline): {:.2}",
+                server.name,
+                each / per_connection[0]
+            );
+        }
     }
     Ok(())
 }

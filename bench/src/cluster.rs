@@ -37,9 +37,9 @@ type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// A Redis for the run; killed when dropped.
-struct RedisProcess {
+pub(crate) struct RedisProcess {
     child: Child,
-    port: u16,
+    pub(crate) port: u16,
     _dir: std::path::PathBuf,
 }
 
@@ -51,7 +51,7 @@ impl Drop for RedisProcess {
     }
 }
 
-fn start_redis() -> anyhow::Result<RedisProcess> {
+pub(crate) fn start_redis() -> anyhow::Result<RedisProcess> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();

@@ -32,6 +32,11 @@ pub(crate) struct SoakArgs {
     /// How often to sample the server's memory.
     #[arg(long, default_value = "30s", value_parser = crate::parse_duration)]
     sample: Duration,
+    /// Run three nodes sharing a Redis (Debian's redis-server, started here)
+    /// and spread the sessions over them; the memory printed is the three
+    /// nodes' together.
+    #[arg(long)]
+    cluster: bool,
 }
 
 /// The apps a soak talks to, by path.
@@ -60,13 +65,37 @@ impl Counts {
 }
 
 pub(crate) fn run(args: SoakArgs) -> anyhow::Result<()> {
-    let server = start_server(args.workers)?;
-    let pid = server.pid();
-    let base = server.url.clone();
+    let redis = if args.cluster {
+        Some(crate::cluster::start_redis()?)
+    } else {
+        None
+    };
+    let servers: Vec<ServerProcess> = match &redis {
+        None => vec![start_server(args.workers, None)?],
+        Some(redis) => (0..3)
+            .map(|node| start_server(args.workers, Some((redis.port, node))))
+            .collect::<anyhow::Result<_>>()?,
+    };
+    let bases: Vec<String> = servers.iter().map(|s| s.url.clone()).collect();
+    let pids: Vec<u32> = servers.iter().map(ServerProcess::pid).collect();
+    let rss = || {
+        servers
+            .iter()
+            .map(|s| s.rss_kib().unwrap_or(0))
+            .sum::<u64>()
+    };
     println!(
-        "soak: {} workers, {} messages per session, {:?} between messages, for {:?}; server pid {pid}",
-        args.workers, args.messages, args.pause, args.duration
+        "soak: {} workers, {} messages per session, {:?} between messages, for {:?}; server pid(s) {pids:?}{}",
+        args.workers,
+        args.messages,
+        args.pause,
+        args.duration,
+        if args.cluster { ", three nodes sharing a Redis" } else { "" }
     );
+    if args.cluster {
+        // Every node sees the others before the sessions start.
+        std::thread::sleep(Duration::from_secs(2));
+    }
     println!(
         "{:>8} {:>10} {:>10} {:>12} {:>8}",
         "elapsed", "RSS MiB", "sessions", "messages", "errors"
@@ -80,12 +109,14 @@ pub(crate) fn run(args: SoakArgs) -> anyhow::Result<()> {
         let mut workers = Vec::new();
         for worker in 0..args.workers {
             let counts = counts.clone();
-            let base = base.clone();
+            let bases = bases.clone();
             let args = args.clone();
             workers.push(tokio::spawn(async move {
                 let mut round = worker;
                 while Instant::now() < deadline {
                     let app = APPS[round % APPS.len()];
+                    // Each session on the next node: a chat room spans them.
+                    let base = &bases[(round / APPS.len()) % bases.len()];
                     let url = format!("{base}{app}");
                     match session(&url, app, worker, round, &args).await {
                         Ok(messages) => {
@@ -101,7 +132,7 @@ pub(crate) fn run(args: SoakArgs) -> anyhow::Result<()> {
         let mut next_sample = started;
         while Instant::now() < deadline {
             if Instant::now() >= next_sample {
-                let rss = server.rss_kib().unwrap_or(0);
+                let rss = rss();
                 samples.push(rss);
                 print_row(started, rss, &counts);
                 next_sample += args.sample;
@@ -112,7 +143,7 @@ pub(crate) fn run(args: SoakArgs) -> anyhow::Result<()> {
             let _ = worker.await;
         }
     });
-    let rss = server.rss_kib().unwrap_or(0);
+    let rss = rss();
     samples.push(rss);
     print_row(started, rss, &counts);
     let errors = counts.errors.load(Ordering::Relaxed);
@@ -154,7 +185,10 @@ fn print_row(started: Instant, rss_kib: u64, counts: &Counts) {
     );
 }
 
-fn start_server(workers: usize) -> anyhow::Result<ServerProcess> {
+fn start_server(workers: usize, cluster: Option<(u16, usize)>) -> anyhow::Result<ServerProcess> {
+    let cluster = cluster.map_or(String::new(), |(port, node)| {
+        format!("[cluster]\nredis = \"redis://127.0.0.1:{port}\"\nnode_id = \"soak-{node}\"\n")
+    });
     let apps = r#"
 [[app]]
 path = "/echo"
@@ -174,7 +208,25 @@ plugin = "hub"
 [app.config]
 secret = "a-soak-secret-of-enough-length"
 "#;
-    ServerProcess::switchboard(&format!("max_connections = {}\n", workers * 4 + 100), apps)
+    // Each node a runtime directory of its own (they share a config path).
+    let runtime_dir = std::env::temp_dir().join(format!(
+        "switchboard-soak-{}-{}",
+        std::process::id(),
+        rand_suffix()
+    ));
+    let server = format!(
+        "max_connections = {}\nruntime_dir = {:?}\n",
+        workers * 4 + 100,
+        runtime_dir.display().to_string()
+    );
+    ServerProcess::switchboard(&server, &format!("{cluster}{apps}"))
+}
+
+/// A suffix that differs between calls (the nodes of one soak).
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::AtomicU64;
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 type Ws =

@@ -770,3 +770,33 @@ async fn a_node_that_stops_says_bye_and_nothing_is_lost() {
     assert_eq!(lost, json!({"ok": []}));
     assert!(nodes[0].log().contains("node b left"));
 }
+
+/// The cluster benchmark, briefly, so that it keeps working (its figures are
+/// in docs/scaling.md; here only that it runs and reports both setups).
+#[tokio::test]
+async fn the_cluster_benchmark_runs_and_reports_both_setups() {
+    if Redis::start_or_skip().is_none() {
+        return;
+    }
+    let output = tokio::process::Command::new(switchboard_tests::artifact("switchboard-bench"))
+        .args([
+            "cluster",
+            "--listeners",
+            "6",
+            "--messages",
+            "20",
+            "--rate",
+            "100",
+            "--burst",
+            "20",
+        ])
+        .kill_on_drop(true)
+        .output()
+        .await
+        .unwrap();
+    let text = switchboard_tests::output_text(&output);
+    assert!(output.status.success(), "{text}");
+    assert!(text.contains("one node "), "{text}");
+    assert!(text.contains("3 nodes + Redis "), "{text}");
+    assert!(text.contains("three nodes / one node: p50 "), "{text}");
+}

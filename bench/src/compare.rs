@@ -35,6 +35,10 @@ pub(crate) struct CompareArgs {
     /// Also measure the peers `bench/peers/setup.sh` installed.
     #[arg(long)]
     peers: bool,
+    /// Use the raw-frame load generator (`load --raw`), which costs far
+    /// less per message than tungstenite's client.
+    #[arg(long)]
+    raw: bool,
 }
 
 impl Default for CompareArgs {
@@ -46,6 +50,7 @@ impl Default for CompareArgs {
             idle: 5000,
             pin: true,
             peers: false,
+            raw: false,
         }
     }
 }
@@ -274,6 +279,7 @@ pub(crate) fn run(args: CompareArgs) -> anyhow::Result<()> {
                 duration: args.duration,
                 warmup: Duration::from_secs(1),
                 count: None,
+                raw: args.raw,
             },
         ),
         (
@@ -285,6 +291,7 @@ pub(crate) fn run(args: CompareArgs) -> anyhow::Result<()> {
                 duration: args.duration,
                 warmup: Duration::from_secs(1),
                 count: None,
+                raw: args.raw,
             },
         ),
         (
@@ -296,6 +303,7 @@ pub(crate) fn run(args: CompareArgs) -> anyhow::Result<()> {
                 duration: args.duration,
                 warmup: Duration::from_secs(1),
                 count: None,
+                raw: args.raw,
             },
         ),
     ];

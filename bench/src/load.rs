@@ -31,6 +31,47 @@ pub(crate) struct Shape {
     /// duration (for instruction counts, which need a fixed amount of work).
     #[arg(long)]
     pub(crate) count: Option<u64>,
+    /// After the handshake, write one pre-built masked frame per message and
+    /// read the echo's header and skip its payload, instead of going through
+    /// tungstenite's client: a generator that costs far less per message, so
+    /// that the server rather than the generator is what is measured.
+    #[arg(long)]
+    pub(crate) raw: bool,
+}
+
+/// A masked binary frame of `size` bytes, as a client sends it (the same mask
+/// for every message: servers must accept any).
+fn masked_frame(size: usize) -> Vec<u8> {
+    let mask = [0x37, 0xfa, 0x21, 0x3d];
+    let mut frame = vec![0x82];
+    match size {
+        0..=125 => frame.push(0x80 | size as u8),
+        126..=0xffff => {
+            frame.push(0x80 | 126);
+            frame.extend_from_slice(&(size as u16).to_be_bytes());
+        }
+        _ => {
+            frame.push(0x80 | 127);
+            frame.extend_from_slice(&(size as u64).to_be_bytes());
+        }
+    }
+    frame.extend_from_slice(&mask);
+    frame.extend((0..size).map(|i| b'x' ^ mask[i % 4]));
+    frame
+}
+
+/// Reads one frame from the server: its opcode (payload skipped).
+async fn read_frame<R: tokio::io::AsyncRead + Unpin>(reader: &mut R) -> anyhow::Result<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut head = [0u8; 2];
+    reader.read_exact(&mut head).await?;
+    let len = match head[1] & 0x7f {
+        126 => u64::from(reader.read_u16().await?),
+        127 => reader.read_u64().await?,
+        n => u64::from(n),
+    };
+    tokio::io::copy(&mut reader.take(len), &mut tokio::io::sink()).await?;
+    Ok(head[0] & 0x0f)
 }
 
 /// What one run measured.
@@ -79,55 +120,110 @@ pub(crate) async fn run(url: &str, shape: &Shape) -> anyhow::Result<Report> {
     let measure_from = start + shape.warmup;
     let stop_at = measure_from + shape.duration;
     let mut tasks = Vec::new();
-    for mut ws in clients {
-        let payload = payload.clone();
-        let inflight = shape.inflight;
-        let count = shape.count;
-        tasks.push(tokio::spawn(async move {
-            let mut histogram =
-                Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
-            let mut sent_at: VecDeque<Instant> = VecDeque::with_capacity(inflight);
-            let mut measured = 0u64;
-            let mut all = 0u64;
-            let mut sent_count = 0u64;
-            let more = |sent_count: u64, now: Instant| match count {
-                Some(count) => sent_count < count,
-                None => now < stop_at,
+    if shape.raw {
+        let frame = std::sync::Arc::new(masked_frame(shape.size));
+        for ws in clients {
+            let stream = match ws.into_inner() {
+                tokio_tungstenite::MaybeTlsStream::Plain(stream) => stream,
+                _ => anyhow::bail!("--raw speaks ws:// only"),
             };
-            for _ in 0..inflight {
-                if !more(sent_count, Instant::now()) {
-                    break;
-                }
-                sent_count += 1;
-                sent_at.push_back(Instant::now());
-                ws.feed(Message::Binary(payload.clone())).await?;
-            }
-            ws.flush().await?;
-            while let Some(sent) = sent_at.pop_front() {
-                let message = match ws.next().await {
-                    Some(message) => message?,
-                    None => anyhow::bail!("server closed the connection"),
+            let (frame, inflight, count) = (frame.clone(), shape.inflight, shape.count);
+            tasks.push(tokio::spawn(async move {
+                use tokio::io::AsyncWriteExt;
+                let (reader, mut writer) = stream.into_split();
+                let mut reader = tokio::io::BufReader::with_capacity(64 * 1024, reader);
+                let mut histogram =
+                    Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
+                let mut sent_at: VecDeque<Instant> = VecDeque::with_capacity(inflight);
+                let (mut measured, mut all, mut sent_count) = (0u64, 0u64, 0u64);
+                let more = |sent_count: u64, now: Instant| match count {
+                    Some(count) => sent_count < count,
+                    None => now < stop_at,
                 };
-                if !message.is_binary() {
-                    continue;
-                }
-                all += 1;
-                let now = Instant::now();
-                if now >= measure_from && now < stop_at {
-                    measured += 1;
-                    histogram
-                        .record((now - sent).as_micros().max(1) as u64)
-                        .ok();
-                }
-                if more(sent_count, now) {
+                for _ in 0..inflight {
+                    if !more(sent_count, Instant::now()) {
+                        break;
+                    }
                     sent_count += 1;
                     sent_at.push_back(Instant::now());
-                    ws.send(Message::Binary(payload.clone())).await?;
+                    writer.write_all(&frame).await?;
                 }
-            }
-            let _ = ws.close(None).await;
-            Ok::<_, anyhow::Error>((measured, all, histogram))
-        }));
+                while let Some(sent) = sent_at.pop_front() {
+                    // Binary echoes only (a ping would be answered by nobody:
+                    // runs are shorter than the server's ping interval).
+                    loop {
+                        if read_frame(&mut reader).await? == 0x2 {
+                            break;
+                        }
+                    }
+                    all += 1;
+                    let now = Instant::now();
+                    if now >= measure_from && now < stop_at {
+                        measured += 1;
+                        histogram
+                            .record((now - sent).as_micros().max(1) as u64)
+                            .ok();
+                    }
+                    if more(sent_count, now) {
+                        sent_count += 1;
+                        sent_at.push_back(Instant::now());
+                        writer.write_all(&frame).await?;
+                    }
+                }
+                Ok::<_, anyhow::Error>((measured, all, histogram))
+            }));
+        }
+    } else {
+        for mut ws in clients {
+            let payload = payload.clone();
+            let inflight = shape.inflight;
+            let count = shape.count;
+            tasks.push(tokio::spawn(async move {
+                let mut histogram =
+                    Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
+                let mut sent_at: VecDeque<Instant> = VecDeque::with_capacity(inflight);
+                let mut measured = 0u64;
+                let mut all = 0u64;
+                let mut sent_count = 0u64;
+                let more = |sent_count: u64, now: Instant| match count {
+                    Some(count) => sent_count < count,
+                    None => now < stop_at,
+                };
+                for _ in 0..inflight {
+                    if !more(sent_count, Instant::now()) {
+                        break;
+                    }
+                    sent_count += 1;
+                    sent_at.push_back(Instant::now());
+                    ws.feed(Message::Binary(payload.clone())).await?;
+                }
+                ws.flush().await?;
+                while let Some(sent) = sent_at.pop_front() {
+                    let message = match ws.next().await {
+                        Some(message) => message?,
+                        None => anyhow::bail!("server closed the connection"),
+                    };
+                    if !message.is_binary() {
+                        continue;
+                    }
+                    all += 1;
+                    let now = Instant::now();
+                    if now >= measure_from && now < stop_at {
+                        measured += 1;
+                        histogram
+                            .record((now - sent).as_micros().max(1) as u64)
+                            .ok();
+                    }
+                    if more(sent_count, now) {
+                        sent_count += 1;
+                        sent_at.push_back(Instant::now());
+                        ws.send(Message::Binary(payload.clone())).await?;
+                    }
+                }
+                let _ = ws.close(None).await;
+                Ok::<_, anyhow::Error>((measured, all, histogram))
+            }));
+        }
     }
     let mut total = 0;
     let mut all_messages = 0;

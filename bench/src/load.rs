@@ -107,123 +107,129 @@ impl Report {
     }
 }
 
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// One generator connection: tungstenite's client, or (`--raw`) the socket
+/// itself with a pre-built frame.
+enum Client {
+    Ws(Box<Ws>, Bytes),
+    Raw {
+        reader: tokio::io::BufReader<tokio::net::tcp::OwnedReadHalf>,
+        writer: tokio::net::tcp::OwnedWriteHalf,
+        frame: std::sync::Arc<Vec<u8>>,
+    },
+}
+
+impl Client {
+    /// Queues one message (`Ws`: written at the next flush).
+    async fn feed(&mut self) -> anyhow::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        match self {
+            Client::Ws(ws, payload) => ws.feed(Message::Binary(payload.clone())).await?,
+            Client::Raw { writer, frame, .. } => writer.write_all(frame).await?,
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> anyhow::Result<()> {
+        if let Client::Ws(ws, _) = self {
+            ws.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Waits for the next binary echo (other frames are skipped; a ping
+    /// would go unanswered by `Raw`: runs are shorter than ping intervals).
+    async fn echo(&mut self) -> anyhow::Result<()> {
+        loop {
+            let binary = match self {
+                Client::Ws(ws, _) => match ws.next().await {
+                    Some(message) => message?.is_binary(),
+                    None => anyhow::bail!("server closed the connection"),
+                },
+                Client::Raw { reader, .. } => read_frame(reader).await? == 0x2,
+            };
+            if binary {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn close(self) {
+        if let Client::Ws(mut ws, _) = self {
+            let _ = Ws::close(&mut ws, None).await;
+        }
+    }
+}
+
 /// Runs one load shape against `url`.
 pub(crate) async fn run(url: &str, shape: &Shape) -> anyhow::Result<Report> {
     let mut clients = Vec::with_capacity(shape.connections);
     let config = crate::baseline::websocket_config(64 * 1024);
+    let payload = Bytes::from(vec![b'x'; shape.size]);
+    let frame = std::sync::Arc::new(masked_frame(shape.size));
     for _ in 0..shape.connections {
         let (ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), true).await?;
-        clients.push(ws);
+        clients.push(if shape.raw {
+            let tokio_tungstenite::MaybeTlsStream::Plain(stream) = ws.into_inner() else {
+                anyhow::bail!("--raw speaks ws:// only");
+            };
+            let (reader, writer) = stream.into_split();
+            Client::Raw {
+                reader: tokio::io::BufReader::with_capacity(64 * 1024, reader),
+                writer,
+                frame: frame.clone(),
+            }
+        } else {
+            Client::Ws(Box::new(ws), payload.clone())
+        });
     }
-    let payload = Bytes::from(vec![b'x'; shape.size]);
     let start = Instant::now();
     let measure_from = start + shape.warmup;
     let stop_at = measure_from + shape.duration;
     let mut tasks = Vec::new();
-    if shape.raw {
-        let frame = std::sync::Arc::new(masked_frame(shape.size));
-        for ws in clients {
-            let stream = match ws.into_inner() {
-                tokio_tungstenite::MaybeTlsStream::Plain(stream) => stream,
-                _ => anyhow::bail!("--raw speaks ws:// only"),
+    for mut client in clients {
+        let inflight = shape.inflight;
+        let count = shape.count;
+        tasks.push(tokio::spawn(async move {
+            let mut histogram =
+                Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
+            let mut sent_at: VecDeque<Instant> = VecDeque::with_capacity(inflight);
+            let (mut measured, mut all, mut sent_count) = (0u64, 0u64, 0u64);
+            let more = |sent_count: u64, now: Instant| match count {
+                Some(count) => sent_count < count,
+                None => now < stop_at,
             };
-            let (frame, inflight, count) = (frame.clone(), shape.inflight, shape.count);
-            tasks.push(tokio::spawn(async move {
-                use tokio::io::AsyncWriteExt;
-                let (reader, mut writer) = stream.into_split();
-                let mut reader = tokio::io::BufReader::with_capacity(64 * 1024, reader);
-                let mut histogram =
-                    Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
-                let mut sent_at: VecDeque<Instant> = VecDeque::with_capacity(inflight);
-                let (mut measured, mut all, mut sent_count) = (0u64, 0u64, 0u64);
-                let more = |sent_count: u64, now: Instant| match count {
-                    Some(count) => sent_count < count,
-                    None => now < stop_at,
-                };
-                for _ in 0..inflight {
-                    if !more(sent_count, Instant::now()) {
-                        break;
-                    }
+            for _ in 0..inflight {
+                if !more(sent_count, Instant::now()) {
+                    break;
+                }
+                sent_count += 1;
+                sent_at.push_back(Instant::now());
+                client.feed().await?;
+            }
+            client.flush().await?;
+            while let Some(sent) = sent_at.pop_front() {
+                client.echo().await?;
+                all += 1;
+                let now = Instant::now();
+                if now >= measure_from && now < stop_at {
+                    measured += 1;
+                    histogram
+                        .record((now - sent).as_micros().max(1) as u64)
+                        .ok();
+                }
+                if more(sent_count, now) {
                     sent_count += 1;
                     sent_at.push_back(Instant::now());
-                    writer.write_all(&frame).await?;
+                    client.feed().await?;
+                    client.flush().await?;
                 }
-                while let Some(sent) = sent_at.pop_front() {
-                    // Binary echoes only (a ping would be answered by nobody:
-                    // runs are shorter than the server's ping interval).
-                    loop {
-                        if read_frame(&mut reader).await? == 0x2 {
-                            break;
-                        }
-                    }
-                    all += 1;
-                    let now = Instant::now();
-                    if now >= measure_from && now < stop_at {
-                        measured += 1;
-                        histogram
-                            .record((now - sent).as_micros().max(1) as u64)
-                            .ok();
-                    }
-                    if more(sent_count, now) {
-                        sent_count += 1;
-                        sent_at.push_back(Instant::now());
-                        writer.write_all(&frame).await?;
-                    }
-                }
-                Ok::<_, anyhow::Error>((measured, all, histogram))
-            }));
-        }
-    } else {
-        for mut ws in clients {
-            let payload = payload.clone();
-            let inflight = shape.inflight;
-            let count = shape.count;
-            tasks.push(tokio::spawn(async move {
-                let mut histogram =
-                    Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
-                let mut sent_at: VecDeque<Instant> = VecDeque::with_capacity(inflight);
-                let mut measured = 0u64;
-                let mut all = 0u64;
-                let mut sent_count = 0u64;
-                let more = |sent_count: u64, now: Instant| match count {
-                    Some(count) => sent_count < count,
-                    None => now < stop_at,
-                };
-                for _ in 0..inflight {
-                    if !more(sent_count, Instant::now()) {
-                        break;
-                    }
-                    sent_count += 1;
-                    sent_at.push_back(Instant::now());
-                    ws.feed(Message::Binary(payload.clone())).await?;
-                }
-                ws.flush().await?;
-                while let Some(sent) = sent_at.pop_front() {
-                    let message = match ws.next().await {
-                        Some(message) => message?,
-                        None => anyhow::bail!("server closed the connection"),
-                    };
-                    if !message.is_binary() {
-                        continue;
-                    }
-                    all += 1;
-                    let now = Instant::now();
-                    if now >= measure_from && now < stop_at {
-                        measured += 1;
-                        histogram
-                            .record((now - sent).as_micros().max(1) as u64)
-                            .ok();
-                    }
-                    if more(sent_count, now) {
-                        sent_count += 1;
-                        sent_at.push_back(Instant::now());
-                        ws.send(Message::Binary(payload.clone())).await?;
-                    }
-                }
-                let _ = ws.close(None).await;
-                Ok::<_, anyhow::Error>((measured, all, histogram))
-            }));
-        }
+            }
+            client.close().await;
+            Ok::<_, anyhow::Error>((measured, all, histogram))
+        }));
     }
     let mut total = 0;
     let mut all_messages = 0;

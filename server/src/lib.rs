@@ -28,7 +28,8 @@
 //! - [`connection`]: one WebSocket: reads, writes, pings, close handshake.
 //! - [`keepalive`]: one task pings every connection and drops the silent ones.
 //! - [`plugin`]: loading plugin files, the `Host` given to apps, calling apps.
-//! - [`cluster`]: several nodes sharing deliveries through Redis (`[cluster]`).
+//! - [`cluster`]: several nodes sharing deliveries through Redis (`[cluster]`),
+//!   and `cluster::deliver`, the node's one delivery path over `Registry::deliver`.
 //! - [`registry`]: one app's connections and groups, and the one delivery path
 //!   (`Registry::deliver`) that `Host` calls and the push API share.
 //! - [`outbox`]: one connection's bounded outbound queue and close request.

@@ -29,7 +29,7 @@ use switchboard_plugin_api::sdk::{bearer_token, tokens_match};
 use switchboard_plugin_api::ConnId;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::cluster::{Cluster, ClusterError, Holder};
+use crate::cluster::{Cluster, ClusterError, DeliveryError, Holder};
 use crate::plugin::MountedApp;
 use crate::registry::{Audience, Registry, RegistryError};
 use crate::response::{self, FullResponse};
@@ -482,8 +482,8 @@ fn message_ref(message: &Message) -> MessageRef<'_> {
     }
 }
 
-/// Asks the owning app, then delivers (in a cluster, a group or app push on
-/// every node).
+/// Asks the owning app, then delivers through the node's one delivery path
+/// (in a cluster, a group or app push on every node).
 async fn deliver(push: Push, cluster: Option<&Cluster>) -> Result<u64, PushError> {
     let Push {
         app,
@@ -527,14 +527,23 @@ async fn deliver(push: Push, cluster: Option<&Cluster>) -> Result<u64, PushError
         Target::Group(group) => Audience::Group(group),
         Target::App => Audience::All,
     };
-    let here = registry.deliver(audience, message.clone(), None)?;
-    let elsewhere = match (cluster, audience) {
-        (Some(cluster), Audience::Group(_) | Audience::All) => {
-            cluster.fan_out(app.name(), audience, &message, None)
+    Ok(crate::cluster::deliver(
+        cluster,
+        registry,
+        app.name(),
+        audience,
+        message,
+        None,
+    )?)
+}
+
+impl From<DeliveryError> for PushError {
+    fn from(e: DeliveryError) -> Self {
+        match e {
+            DeliveryError::Here(e) => PushError::Delivery(e),
+            DeliveryError::Elsewhere(e) => PushError::Cluster(e),
         }
-        _ => 0,
-    };
-    Ok(here + elsewhere)
+    }
 }
 
 #[cfg(test)]

@@ -2,7 +2,6 @@
 //! loopback port of the test's own, with nothing saved to disk; killed when
 //! dropped. `.ci/run` installs the package.
 
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -142,11 +141,6 @@ impl Redis {
             assert!(Instant::now() < deadline, "redis-server did not restart");
             std::thread::sleep(Duration::from_millis(100));
         }
-    }
-
-    /// Its log file.
-    pub fn log_path(&self) -> PathBuf {
-        self.dir.path().join("redis.log")
     }
 }
 

@@ -41,7 +41,7 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::config::ClusterConfig;
 use crate::metrics::{ClusterMetrics, KindLabels, ReasonLabels};
 use crate::outbox::CloseRequest;
-use crate::registry::{Audience, RegistryObserver};
+use crate::registry::{Audience, Registry, RegistryError, RegistryObserver};
 
 pub use envelope::AppSnapshot;
 use envelope::{id_text, Change, Header, To};
@@ -72,6 +72,49 @@ pub enum ClusterError {
         /// `cluster.request_timeout`.
         timeout: Duration,
     },
+}
+
+/// Why a delivery failed: here, or on its way to another node.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeliveryError {
+    /// Refused by this node's registry (size, unknown connection, ...).
+    #[error(transparent)]
+    Here(#[from] RegistryError),
+    /// The connection's node cannot be reached (or no node holds it).
+    #[error(transparent)]
+    Elsewhere(#[from] ClusterError),
+}
+
+/// The one delivery path of a node, which `Host` calls and the push API
+/// share: [`Registry::deliver`] for this node's connections and, in a
+/// cluster, the node holding the connection, or (broadcasts, publishes)
+/// every other node. Counts what this node delivered plus what the others
+/// hold, as far as it knows.
+///
+/// # Errors
+/// What the registry refuses; for a connection of another node, why it
+/// cannot be reached.
+pub fn deliver(
+    cluster: Option<&Cluster>,
+    registry: &Registry,
+    app: &str,
+    audience: Audience<'_>,
+    message: Message,
+    except: Option<ConnId>,
+) -> Result<u64, DeliveryError> {
+    let Some(cluster) = cluster else {
+        return Ok(registry.deliver(audience, message, except)?);
+    };
+    if let Audience::One(conn) = audience {
+        if cluster.holder(conn)? != Holder::Local {
+            registry.check_size(message.len())?;
+            cluster.send(app, conn, &message)?;
+            return Ok(1);
+        }
+        return Ok(registry.deliver(audience, message, except)?);
+    }
+    let here = registry.deliver(audience, message.clone(), except)?;
+    Ok(here + cluster.fan_out(app, audience, &message, except))
 }
 
 /// Where a connection is held.

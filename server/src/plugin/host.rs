@@ -22,7 +22,7 @@ use switchboard_plugin_api::ConnId;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 use crate::callback_scope;
-use crate::cluster::{Cluster, ClusterError, Holder};
+use crate::cluster::{self, Cluster, ClusterError, DeliveryError, Holder};
 use crate::outbox::CloseRequest;
 use crate::registry::{Audience, Registry, RegistryError};
 
@@ -94,32 +94,31 @@ impl AppHost {
         }
     }
 
-    /// Delivers here and, in a cluster, on the node holding the connection
-    /// or (broadcasts, publishes) on every other node; counts what this
-    /// node delivered plus what the others hold, as far as it knows.
     fn deliver(
         &self,
         audience: Audience<'_>,
         message: MessageRef<'_>,
         except: ROption<ConnId>,
     ) -> RResult<u64, HostError> {
-        let except = except.into_option();
         result(self.live().and_then(|registry| {
-            let message = to_message(message);
-            let Some(cluster) = &self.facts.cluster else {
-                return Ok(registry.deliver(audience, message, except)?);
-            };
-            if let Audience::One(conn) = audience {
-                if cluster.holder(conn)? != Holder::Local {
-                    registry.check_size(message.len())?;
-                    cluster.send(&self.app, conn, &message)?;
-                    return Ok(1);
-                }
-                return Ok(registry.deliver(audience, message, except)?);
-            }
-            let here = registry.deliver(audience, message.clone(), except)?;
-            Ok(here + cluster.fan_out(&self.app, audience, &message, except))
+            Ok(cluster::deliver(
+                self.facts.cluster.as_deref(),
+                registry,
+                &self.app,
+                audience,
+                to_message(message),
+                except.into_option(),
+            )?)
         }))
+    }
+}
+
+impl From<DeliveryError> for HostError {
+    fn from(e: DeliveryError) -> Self {
+        match e {
+            DeliveryError::Here(e) => e.into(),
+            DeliveryError::Elsewhere(e) => e.into(),
+        }
     }
 }
 

@@ -213,34 +213,19 @@ impl MountedApp {
 
     /// Runs `f`, a callback of the connection whose `in_callback` flag this
     /// is, on the current instance; waits first while the mount is paused.
-    pub async fn call<T, F: FnOnce(&AppInstance) -> T>(
+    pub async fn call<T>(
         &self,
         in_callback: &AtomicBool,
         cache: &mut InstanceCache,
-        f: F,
+        f: impl FnOnce(&AppInstance) -> T,
     ) -> T {
-        let mut f = f;
         loop {
-            match self.try_call(in_callback, cache, f) {
-                Ok(result) => return result,
-                Err(back) => f = back,
+            in_callback.store(true, Ordering::SeqCst);
+            if !self.paused.load(Ordering::SeqCst) {
+                break;
             }
-            self.wait_resumed().await;
-        }
-    }
-
-    /// [`call`](Self::call) without waiting: `Err(f)` while the mount is
-    /// paused. The connection task's hot path, which then needs no future.
-    pub fn try_call<T, F: FnOnce(&AppInstance) -> T>(
-        &self,
-        in_callback: &AtomicBool,
-        cache: &mut InstanceCache,
-        f: F,
-    ) -> Result<T, F> {
-        in_callback.store(true, Ordering::SeqCst);
-        if self.paused.load(Ordering::SeqCst) {
             in_callback.store(false, Ordering::SeqCst);
-            return Err(f);
+            self.wait_resumed().await;
         }
         let generation = self.generation.load(Ordering::Acquire);
         if generation != cache.generation {
@@ -253,7 +238,7 @@ impl MountedApp {
         let result = f(&cache.instance);
         in_callback.store(false, Ordering::Release);
         self.timed("connection callback", started);
-        Ok(result)
+        result
     }
 
     /// Runs `f`, a callback that is not a registered connection's own

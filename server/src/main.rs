@@ -158,13 +158,14 @@ fn serve_on(
             );
         }
         control::start(&server, config_path, watch).context("cannot set up reloading")?;
+        let stop = shutdown_signal().context("cannot handle SIGTERM")?;
         // The lines on stdout (one per listener, the plain one first): scripts
         // and tests read the bound ports from them.
         for line in lines {
             println!("{line}");
         }
         std::io::stdout().flush().ok();
-        switchboard::listener::serve(server.clone(), listeners, shutdown_signal()).await;
+        switchboard::listener::serve(server.clone(), listeners, stop).await;
         if let Some(cluster) = server.cluster() {
             cluster.leave().await;
         }
@@ -172,26 +173,28 @@ fn serve_on(
     })
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending().await,
+/// A future that resolves on Ctrl-C or SIGTERM. The handlers are installed
+/// now, not when the future is first polled: the listening lines go out
+/// before that, and a SIGTERM in between would kill the process outright.
+#[cfg(unix)]
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
         }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
-    }
+    })
+}
+
+/// A future that resolves on Ctrl-C.
+#[cfg(not(unix))]
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
 }
 
 fn check(config_path: &Path) -> anyhow::Result<ExitCode> {

@@ -463,10 +463,18 @@ impl TestServer {
             .arg("-TERM")
             .arg(pid.to_string())
             .status();
-        tokio::time::timeout(Duration::from_secs(20), self.child.wait())
+        let status = tokio::time::timeout(Duration::from_secs(20), self.child.wait())
             .await
             .expect("server did not exit after SIGTERM")
-            .expect("wait")
+            .expect("wait");
+        if !status.success() {
+            // The caller asserts on the status; this says why.
+            eprintln!(
+                "--- switchboard exited with {status}; its log ---\n{}",
+                self.log()
+            );
+        }
+        status
     }
 }
 

@@ -8,6 +8,10 @@
 # start-up and shutdown.
 #
 #   cargo build --release --workspace && bench/instructions.sh [SIZE] [N1] [N2]
+#
+# With KEEP=DIR, the callgrind profiles are kept in DIR, and the functions
+# whose own instructions per message differ most are listed
+# (bench/callgrind_per_message.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 size=${1:-32}
@@ -17,7 +21,12 @@ bin=target/release
 command -v valgrind >/dev/null || { echo "valgrind is needed (apt-get install valgrind)" >&2; exit 1; }
 [ -x "$bin/switchboard" ] && [ -x "$bin/switchboard-bench" ] || { echo "build first: cargo build --release --workspace" >&2; exit 1; }
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+if [ -n "${KEEP:-}" ]; then
+  mkdir -p "$KEEP"
+  work=$(cd "$KEEP" && pwd)
+else
+  trap 'rm -rf "$work"' EXIT
+fi
 cat > "$work/switchboard.toml" <<TOML
 [server]
 listen = "127.0.0.1:0"
@@ -61,3 +70,10 @@ for server in baseline switchboard; do
   printf '%-12s %14s %14s %16s\n' "$server" "$a" "$b" "${per[$server]}"
 done
 awk -v s="${per[switchboard]}" -v b="${per[baseline]}" 'BEGIN { printf "ratio (switchboard / baseline): %.3f\n", s / b }'
+
+if [ -n "${KEEP:-}" ]; then
+  for server in baseline switchboard; do
+    echo "== $server: own instructions per message, by function"
+    python3 bench/callgrind_per_message.py "$work/$server-$n1.cg" "$work/$server-$n2.cg" $((n2 - n1)) | head -25
+  done
+fi

@@ -5,8 +5,8 @@
 //!
 //! One task per connection (rather than a reader and a writer task) keeps the
 //! app's callbacks for that connection in order and never concurrent, with no
-//! locking. Reading is cancel-safe (tungstenite keeps partial frames in its own
-//! buffer), so `select!` can interleave reads, writes and timers freely.
+//! locking. Reading is cancel-safe (the reader keeps partial frames), so
+//! `select!` can interleave reads, writes and timers freely.
 //!
 //! All framing decisions (what a frame means, which close code answers which
 //! error) live in this module, so that permessage-deflate can be added here
@@ -18,27 +18,25 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use abi_stable::std_types::{RSlice, RStr};
-use futures_util::{SinkExt, StreamExt};
+use std::pin::Pin;
 use switchboard_plugin_api::abi::MessageRef;
 use switchboard_plugin_api::ConnId;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::time::{sleep_until, Instant};
-use tokio_tungstenite::tungstenite::error::ProtocolError;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
-use tokio_tungstenite::tungstenite::{Error as WsError, Message};
-use tokio_tungstenite::WebSocketStream;
+
+use tokio::time::{Instant, Sleep};
+use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
-use crate::callback_scope;
+use crate::callback_scope::{self, ScopeId};
 use crate::limits::ConnectionSlot;
 use crate::memory_budget::Received;
 use crate::metrics::AppMetrics;
 use crate::outbox::{CloseRequest, OutboxEvent, OutboxReceiver};
 use crate::plugin::mount::InstanceCache;
-use crate::plugin::MountedApp;
+use crate::plugin::{AppInstance, CallbackFailure, MountedApp};
 use crate::rate::RateLimiter;
 use crate::registry::Connection;
+use crate::websocket::{ClosePayload, Incoming, ReadError, ReadLimits, WebSocket};
 
 /// Most queued messages written before the socket is flushed and reads get a
 /// turn (1 for connections in one-frame-per-write mode).
@@ -47,8 +45,8 @@ const WRITE_BATCH: usize = 64;
 /// Settings every connection shares, from the `[server]` block.
 #[derive(Debug, Clone)]
 pub struct ConnectionSettings {
-    /// tungstenite's limits and buffers.
-    pub websocket: WebSocketConfig,
+    /// What reading a client's frames is held to.
+    pub read_limits: ReadLimits,
     /// The largest message, in bytes, in either direction: clients get 1009
     /// beyond it, and apps and backends may not send more
     /// (`Registry::deliver`). The one place the server's `max_message_size`
@@ -62,21 +60,14 @@ pub struct ConnectionSettings {
 }
 
 impl ConnectionSettings {
-    /// Builds tungstenite's configuration explicitly: its default read buffer
-    /// (128 KiB, zero-filled on every read) halves small-message throughput and
-    /// its default write buffer limit is unbounded.
+    /// The settings from the `[server]` block.
     pub fn new(server: &crate::config::ServerConfig) -> Self {
-        let write_buffer_size = 16 * 1024;
-        let mut websocket = WebSocketConfig::default();
-        websocket.read_buffer_size = server.read_buffer_size;
-        websocket.write_buffer_size = write_buffer_size;
-        // One frame of the largest message we may send, plus the target buffer and headers.
-        websocket.max_write_buffer_size = write_buffer_size + server.max_message_size + 64;
-        websocket.max_message_size = Some(server.max_message_size);
-        websocket.max_frame_size = Some(server.max_frame_size);
-        websocket.accept_unmasked_frames = false;
         ConnectionSettings {
-            websocket,
+            read_limits: ReadLimits {
+                max_message_size: server.max_message_size,
+                max_frame_size: server.max_frame_size,
+                read_size: server.read_buffer_size,
+            },
             max_message_size: server.max_message_size,
             close_timeout: server.close_timeout,
             write_timeout: server.write_timeout,
@@ -133,7 +124,7 @@ enum Step {
 ///
 /// `received` gives back to the memory budget what was read for each message
 /// once it is handled.
-pub async fn serve<S>(mut ws: WebSocketStream<S>, open: OpenConnection, received: Received)
+pub async fn serve<S>(mut ws: WebSocket<S>, open: OpenConnection, received: Received)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -154,11 +145,12 @@ where
 
     let mut instance = app.instance_cache();
     let mut rate = RateLimiter::new(app.settings().rate_limits);
-    let opened = app
-        .call(&connection.in_callback, &mut instance, |app| {
-            callback_scope::enter(outbox.scope_id(), None, || app.on_open(id))
-        })
-        .await;
+    // Rare awaits are boxed throughout: the task's future is as large as its
+    // largest state, and an idle connection should not carry them.
+    let opened = Box::pin(app.call(&connection.in_callback, &mut instance, |app| {
+        callback_scope::enter(outbox.scope_id(), None, || app.on_open(id))
+    }))
+    .await;
     let mut step = match opened {
         Ok(()) => Step::Continue,
         Err(_) => Step::Close(internal_error()),
@@ -169,9 +161,12 @@ where
     if shutdown.is_cancelled() {
         step = Step::Close(going_away());
     }
+    drop(shutdown);
     let mut pacing = Pacing::new();
-    // Set once our close frame is sent: until then, wait for the client's.
-    let mut closing: Option<(Instant, Ending)> = None;
+    // Set once our close frame is sent: until then, wait for the client's
+    // (within `close_timeout`).
+    let mut closing: Option<Ending> = None;
+    let mut close_timer: Option<Pin<Box<Sleep>>> = None;
 
     let ending = loop {
         match step {
@@ -180,32 +175,34 @@ where
                 tracing::trace!(code = request.code, "already closing");
             }
             Step::Close(request) => {
-                let ending = Ending::new(request.code, request.reason.clone());
-                let sent = within(settings.write_timeout, async {
-                    write_queued(&mut ws, &mut outbox).await;
-                    ws.close(Some(close_frame(&request))).await
-                })
+                let sent = Box::pin(within(settings.write_timeout, async {
+                    while let Some(message) = outbox.try_recv() {
+                        ws.queue(&message);
+                    }
+                    ws.queue_close(request.code, &request.reason);
+                    ws.flush().await
+                }))
                 .await;
+                let ending = Ending::new(request.code, request.reason);
                 if !matches!(sent, Some(Ok(()))) {
                     break ending;
                 }
-                closing = Some((Instant::now() + settings.close_timeout, ending));
+                closing = Some(ending);
+                close_timer = Some(Box::pin(tokio::time::sleep(settings.close_timeout)));
             }
             Step::Abort(request) => {
-                let ending = Ending::new(request.code, request.reason.clone());
-                let sent = within(
-                    settings.write_timeout,
-                    ws.close(Some(close_frame(&request))),
-                )
+                ws.queue_close(request.code, &request.reason);
+                Box::pin(async {
+                    let sent = within(settings.write_timeout, ws.flush()).await;
+                    if matches!(sent, Some(Ok(()))) {
+                        linger(ws.get_mut(), settings.close_timeout).await;
+                    }
+                })
                 .await;
-                if matches!(sent, Some(Ok(()))) {
-                    linger(ws.get_mut(), settings.close_timeout).await;
-                }
-                break ending;
+                break Ending::new(request.code, request.reason);
             }
             Step::End(ending) => break ending,
         }
-        let close_deadline = closing.as_ref().map(|(deadline, _)| *deadline);
 
         step = tokio::select! {
             biased;
@@ -216,59 +213,87 @@ where
                 }
                 OutboxEvent::Close(request) => Step::Close(request),
                 OutboxEvent::Ping => {
+                    // Quiet for a keepalive interval: a good moment to give back buffers.
+                    ws.release_idle();
                     let payload = bytes::Bytes::copy_from_slice(app.settings().ping_payload.as_bytes());
-                    pacing.wrote();
-                    match within(settings.write_timeout, ws.send(Message::Ping(payload))).await {
-                        Some(Ok(())) => Step::Continue,
-                        Some(Err(_)) => Step::End(Ending::new(1006, "connection lost")),
-                        None => write_timed_out(),
-                    }
+                    ws.queue(&Message::Ping(payload));
+                    pacing.wrote(&connection);
+                    flushed(within(settings.write_timeout, ws.flush()).await)
                 }
                 OutboxEvent::Message(message) => {
-                    let batch = pacing.before_write(&connection).await;
-                    let step = within(settings.write_timeout, write_batch(&mut ws, &mut outbox, message, batch, app.metrics()))
-                        .await
-                        .unwrap_or_else(write_timed_out);
-                    pacing.wrote();
+                    if let Some(wait) = pacing.wait_before_write(&connection) {
+                        Box::pin(tokio::time::sleep(wait)).await;
+                    }
+                    queue_batch(&mut ws, &mut outbox, message, pacing.batch(&connection), app.metrics());
+                    let step = flushed(within(settings.write_timeout, ws.flush()).await);
+                    pacing.wrote(&connection);
                     step
                 }
             },
-            incoming = ws.next() => {
+            incoming = ws.read() => {
                 connection.heard();
                 pacing.heard();
                 match incoming {
-                    Some(Ok(message)) => {
-                        let frame = on_frame(Caller { app: &app, connection: &connection, instance: &mut instance, rate: &mut rate }, &outbox, &mut ws, message, closing.is_some());
-                        let step = within(settings.write_timeout, frame)
-                            .await
-                            .unwrap_or_else(write_timed_out);
+                    Ok(incoming) => {
+                        let caller = Caller { app: &app, connection: &connection, instance: &mut instance, rate: &mut rate };
+                        let step = match on_frame(caller, &outbox, &mut ws, incoming, closing.is_some()) {
+                            Handled::Step(step) => step,
+                            Handled::Flush => flushed(within(settings.write_timeout, ws.flush()).await),
+                            Handled::FlushThenEnd(ending) => {
+                                let _ = within(settings.write_timeout, ws.flush()).await;
+                                Step::End(ending)
+                            }
+                            Handled::Paused(incoming) => {
+                                let caller = Caller { app: &app, connection: &connection, instance: &mut instance, rate: &mut rate };
+                                Box::pin(deliver_when_resumed(caller, &outbox, incoming)).await
+                            }
+                        };
                         received.handled();
                         step
                     }
-                    Some(Err(error)) => on_read_error(&app, id, error, closing.is_some()).await,
-                    None => Step::End(Ending::new(1006, "connection closed")),
+                    Err(error) => Box::pin(on_read_error(&app, id, error, closing.is_some())).await,
                 }
             }
-            _ = sleep_until(close_deadline.unwrap_or_else(Instant::now)), if close_deadline.is_some() => {
+            () = poll_timer(&mut close_timer), if close_timer.is_some() => {
                 tracing::debug!("client did not answer the close frame in time");
                 Step::End(Ending::new(1006, "close timeout"))
             }
         };
         // Once our close frame is out, whatever ends the loop (the client's reply,
         // its absence, an error), `on_close` reports the code we sent.
-        if let (Step::End(_), Some((_, ending))) = (&step, closing.as_ref()) {
+        if let (Step::End(_), Some(ending)) = (&step, closing.as_ref()) {
             step = Step::End(Ending::new(ending.code, ending.reason.clone()));
         }
     };
+    drop(ws);
 
     app.registry().remove(id);
     app.metrics().open.dec();
     outbox.close();
     tracing::debug!(code = ending.code, reason = %ending.reason, "connection closed");
-    app.call_shared(|app| app.on_close(id, ending.code, &ending.reason))
-        .await;
+    Box::pin(app.call_shared(|app| app.on_close(id, ending.code, &ending.reason))).await;
     drop(slot);
     drop(client_slot);
+}
+
+/// Waits for the close timer (never ready without one).
+async fn poll_timer(timer: &mut Option<Pin<Box<Sleep>>>) {
+    match timer {
+        Some(sleep) => sleep.as_mut().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The step after a write: on, or the end of a connection whose write failed.
+fn flushed(result: Option<std::io::Result<()>>) -> Step {
+    match result {
+        Some(Ok(())) => Step::Continue,
+        Some(Err(error)) => {
+            tracing::debug!(%error, "write failed");
+            Step::End(Ending::new(1006, "connection lost"))
+        }
+        None => write_timed_out(),
+    }
 }
 
 /// The close sent to every connection when the server shuts down.
@@ -298,25 +323,30 @@ impl Pacing {
         }
     }
 
-    /// Waits if this connection is paced and needs to; returns how many
-    /// queued messages the next write may take.
-    async fn before_write(&self, connection: &Connection) -> usize {
-        if !connection.one_frame_per_write.load(Ordering::Relaxed) {
-            return WRITE_BATCH;
+    /// How long a paced connection waits before its next write, if at all.
+    fn wait_before_write(&self, connection: &Connection) -> Option<Duration> {
+        if !connection.one_frame_per_write.load(Ordering::Relaxed) || self.heard_since_write {
+            return None;
         }
-        if !self.heard_since_write {
-            let pause =
-                Duration::from_micros(connection.frame_pause_micros.load(Ordering::Relaxed));
-            let wait = pause.saturating_sub(self.last_write.elapsed());
-            if !wait.is_zero() {
-                tokio::time::sleep(wait).await;
-            }
-        }
-        1
+        let pause = Duration::from_micros(connection.frame_pause_micros.load(Ordering::Relaxed));
+        let wait = pause.saturating_sub(self.last_write.elapsed());
+        (!wait.is_zero()).then_some(wait)
     }
 
-    fn wrote(&mut self) {
-        self.last_write = Instant::now();
+    /// How many queued messages the next write may take.
+    fn batch(&self, connection: &Connection) -> usize {
+        if connection.one_frame_per_write.load(Ordering::Relaxed) {
+            1
+        } else {
+            WRITE_BATCH
+        }
+    }
+
+    /// A frame went out (the clock is read only for a paced connection).
+    fn wrote(&mut self, connection: &Connection) {
+        if connection.one_frame_per_write.load(Ordering::Relaxed) {
+            self.last_write = Instant::now();
+        }
         self.heard_since_write = false;
     }
 
@@ -355,61 +385,30 @@ fn internal_error() -> CloseRequest {
     }
 }
 
-fn close_frame(request: &CloseRequest) -> CloseFrame {
-    CloseFrame {
-        code: CloseCode::from(request.code),
-        reason: request.reason.as_str().into(),
-    }
-}
-
-/// Writes one message and up to `limit - 1` of those queued behind it, then flushes.
-async fn write_batch<S>(
-    ws: &mut WebSocketStream<S>,
+/// Queues one message and up to `limit - 1` of those queued behind it, to go
+/// out in one write.
+fn queue_batch<S>(
+    ws: &mut WebSocket<S>,
     outbox: &mut OutboxReceiver,
     first: Message,
     limit: usize,
     metrics: &AppMetrics,
-) -> Step
-where
+) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut next = Some(first);
-    let mut written = 0;
+    let mut queued = 0;
     while let Some(message) = next {
         metrics.messages_out.inc();
         metrics.bytes_out.inc_by(message.len() as u64);
-        if let Err(error) = ws.feed(message).await {
-            tracing::debug!(%error, "write failed");
-            return Step::End(Ending::new(1006, "connection lost"));
-        }
-        written += 1;
-        next = if written < limit {
+        ws.queue(&message);
+        queued += 1;
+        next = if queued < limit {
             outbox.try_recv()
         } else {
             None
         };
     }
-    match ws.flush().await {
-        Ok(()) => Step::Continue,
-        Err(error) => {
-            tracing::debug!(%error, "flush failed");
-            Step::End(Ending::new(1006, "connection lost"))
-        }
-    }
-}
-
-/// Writes everything queued now (before a close frame), ignoring write errors
-/// (the close that follows reports them).
-async fn write_queued<S>(ws: &mut WebSocketStream<S>, outbox: &mut OutboxReceiver)
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    while let Some(message) = outbox.try_recv() {
-        if ws.feed(message).await.is_err() {
-            return;
-        }
-    }
-    let _ = ws.flush().await;
 }
 
 /// What calling one of a connection's own callbacks needs.
@@ -420,14 +419,25 @@ struct Caller<'a> {
     rate: &'a mut Option<RateLimiter>,
 }
 
-/// Handles one frame from the client.
-async fn on_frame<S>(
+/// What handling a frame left to do.
+enum Handled {
+    Step(Step),
+    /// Write the answer queued (a pong), then go on.
+    Flush,
+    /// Write the answer queued (the close reply), then end.
+    FlushThenEnd(Ending),
+    /// The mount is paused (a reload): deliver this once it resumes.
+    Paused(Incoming),
+}
+
+/// Handles one message or control frame from the client, without waiting.
+fn on_frame<S>(
     caller: Caller<'_>,
     outbox: &OutboxReceiver,
-    ws: &mut WebSocketStream<S>,
-    message: Message,
+    ws: &mut WebSocket<S>,
+    incoming: Incoming,
     closing: bool,
-) -> Step
+) -> Handled
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -437,73 +447,119 @@ where
         instance,
         rate,
     } = caller;
-    let id = connection.id;
-    if message.is_text() || message.is_binary() {
-        app.metrics().messages_in.inc();
-        app.metrics().bytes_in.inc_by(message.len() as u64);
-        if let Some(Err(exceeded)) = rate.as_mut().map(|r| r.spend(message.len())) {
-            tracing::debug!(%exceeded, "closing a client over its rate limit");
-            return Step::Close(CloseRequest {
-                code: 1008,
-                reason: exceeded.to_string(),
-            });
+    let len = match &incoming {
+        Incoming::Text(text) => text.len(),
+        Incoming::Binary(bytes) => bytes.len(),
+        Incoming::Ping(payload) => {
+            ws.queue_pong(payload);
+            return Handled::Flush;
         }
-    }
-    let delivered = match &message {
-        // After our close frame, data is discarded (RFC 6455 §1.4).
-        Message::Text(_) | Message::Binary(_) if closing => Ok(()),
-        Message::Text(text) => {
-            app.call(&connection.in_callback, instance, |app| {
-                callback_scope::enter(outbox.scope_id(), Some(text.as_ref()), || {
-                    app.on_message(id, MessageRef::Text(RStr::from_str(text.as_str())))
-                })
-            })
-            .await
-        }
-        Message::Binary(bytes) => {
-            app.call(&connection.in_callback, instance, |app| {
-                callback_scope::enter(outbox.scope_id(), Some(bytes), || {
-                    app.on_message(id, MessageRef::Binary(RSlice::from_slice(bytes)))
-                })
-            })
-            .await
-        }
-        Message::Close(frame) => {
-            // tungstenite queued the close reply; send it now.
-            let _ = ws.flush().await;
-            let ending = match frame {
-                Some(frame) => Ending::new(frame.code.into(), frame.reason.as_str()),
-                None => Ending::new(1005, ""),
+        // Any frame counts as a sign of life.
+        Incoming::Pong => return Handled::Step(Step::Continue),
+        Incoming::Close(payload) => {
+            let ending = match payload {
+                ClosePayload::Status { code, reason } => Ending::new(*code, reason.as_str()),
+                ClosePayload::Empty => Ending::new(1005, ""),
             };
-            return Step::End(ending);
+            if closing {
+                // The answer to our own close frame.
+                return Handled::Step(Step::End(ending));
+            }
+            // Answer with the client's code.
+            ws.queue_close_reply(payload);
+            return Handled::FlushThenEnd(ending);
         }
-        // tungstenite answers pings itself; any frame counts as a sign of life.
-        Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => Ok(()),
     };
+    app.metrics().messages_in.inc();
+    app.metrics().bytes_in.inc_by(len as u64);
+    if let Some(Err(exceeded)) = rate.as_mut().map(|r| r.spend(len)) {
+        tracing::debug!(%exceeded, "closing a client over its rate limit");
+        return Handled::Step(Step::Close(CloseRequest {
+            code: 1008,
+            reason: exceeded.to_string(),
+        }));
+    }
+    if closing {
+        // After our close frame, data is discarded (RFC 6455 §1.4).
+        return Handled::Step(Step::Continue);
+    }
+    let scope = outbox.scope_id();
+    let delivered = app.try_call(&connection.in_callback, instance, |app| {
+        deliver(app, connection.id, scope, &incoming)
+    });
     match delivered {
+        Ok(result) => Handled::Step(delivered_step(result)),
+        Err(_) => Handled::Paused(incoming),
+    }
+}
+
+/// Calls `on_message` with a text or binary message (other frames never get here).
+fn deliver(
+    app: &AppInstance,
+    id: ConnId,
+    scope: ScopeId,
+    incoming: &Incoming,
+) -> Result<(), CallbackFailure> {
+    match incoming {
+        Incoming::Text(text) => {
+            let bytes: &bytes::Bytes = text.as_ref();
+            callback_scope::enter(scope, Some(bytes), || {
+                app.on_message(id, MessageRef::Text(RStr::from_str(text.as_str())))
+            })
+        }
+        Incoming::Binary(bytes) => callback_scope::enter(scope, Some(bytes), || {
+            app.on_message(id, MessageRef::Binary(RSlice::from_slice(bytes)))
+        }),
+        _ => Ok(()),
+    }
+}
+
+fn delivered_step(result: Result<(), CallbackFailure>) -> Step {
+    match result {
         Ok(()) => Step::Continue,
         Err(_) => Step::Close(internal_error()),
     }
 }
 
+/// Delivers a message that arrived while the mount was paused, once it resumes.
+async fn deliver_when_resumed(
+    caller: Caller<'_>,
+    outbox: &OutboxReceiver,
+    incoming: Incoming,
+) -> Step {
+    let Caller {
+        app,
+        connection,
+        instance,
+        ..
+    } = caller;
+    let scope = outbox.scope_id();
+    let result = app
+        .call(&connection.in_callback, instance, |app| {
+            deliver(app, connection.id, scope, &incoming)
+        })
+        .await;
+    delivered_step(result)
+}
+
 /// Maps a read error to the close code RFC 6455 asks for.
-async fn on_read_error(app: &MountedApp, id: ConnId, error: WsError, closing: bool) -> Step {
-    let (code, reason) = match &error {
-        WsError::ConnectionClosed | WsError::AlreadyClosed => {
-            return Step::End(Ending::new(1005, ""))
+async fn on_read_error(app: &MountedApp, id: ConnId, error: ReadError, closing: bool) -> Step {
+    let code = match error.close_code() {
+        None => {
+            tracing::debug!(%error, "connection lost");
+            let reason = match error {
+                ReadError::Closed => "closed without a close frame",
+                _ => "connection lost",
+            };
+            return Step::End(Ending::new(1006, reason));
         }
-        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
-            return Step::End(Ending::new(1006, "closed without a close frame"))
-        }
-        WsError::Io(_) => {
-            tracing::debug!(%error, "read failed");
-            return Step::End(Ending::new(1006, "connection lost"));
-        }
-        _ if closing => return Step::End(Ending::new(1006, "error while closing")),
-        WsError::Capacity(_) => (1009, "message too big"),
-        WsError::Utf8(_) => (1007, "invalid UTF-8 in text message"),
-        WsError::Protocol(_) => (1002, "protocol error"),
-        _ => (1011, "internal error"),
+        Some(_) if closing => return Step::End(Ending::new(1006, "error while closing")),
+        Some(code) => code,
+    };
+    let reason = match code {
+        1009 => "message too big",
+        1007 => "invalid UTF-8 in text message",
+        _ => "protocol error",
     };
     tracing::debug!(%error, code, "closing on client error");
     let text = error.to_string();

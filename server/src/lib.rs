@@ -26,6 +26,8 @@
 //! - [`routes`]: what the server serves now: the config, its apps, and the
 //!   path table (exact paths, patterns, apps chosen by subprotocol).
 //! - [`connection`]: one WebSocket: reads, writes, pings, close handshake.
+//! - [`websocket`]: the RFC 6455 protocol on a connection: frames, reading
+//!   and writing messages with as few copies and buffers as it can.
 //! - [`keepalive`]: one task pings every connection and drops the silent ones.
 //! - [`plugin`]: loading plugin files, the `Host` given to apps, calling apps.
 //! - [`cluster`]: several nodes sharing deliveries through Redis (`[cluster]`),
@@ -77,3 +79,4 @@ pub mod server;
 pub mod static_files;
 pub mod tls;
 pub mod upgrade;
+pub mod websocket;

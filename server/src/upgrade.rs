@@ -7,6 +7,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use crate::websocket::WebSocket;
 use abi_stable::std_types::{RSlice, RStr};
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -18,8 +19,6 @@ use switchboard_plugin_api::abi::{Acceptance, HandshakeRequest, HeaderRef, Rejec
 use switchboard_plugin_api::ConnId;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::Role;
-use tokio_tungstenite::WebSocketStream;
 use tracing::{field, Instrument, Span};
 
 use crate::config::OriginPolicy;
@@ -177,7 +176,7 @@ async fn run_websocket<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let config = Some(open.settings.websocket);
+    let limits = open.settings.read_limits;
     match upgraded.downcast::<TokioIo<S>>() {
         Ok(parts) => {
             // Copy the leftover bytes and drop `read_buf`: it is a view into
@@ -187,13 +186,13 @@ async fn run_websocket<S>(
             let leftover = read_buf.to_vec();
             drop(read_buf);
             let (io, received) = BudgetedIo::new(io.into_inner(), budget);
-            let ws = WebSocketStream::from_partially_read(io, leftover, Role::Server, config).await;
+            let ws = WebSocket::new(io, &leftover, limits);
             // Boxed, so the task does not also carry the fallback branch's states.
             Box::pin(connection::serve(ws, open, received)).await;
         }
         Err(upgraded) => {
             let (io, received) = BudgetedIo::new(TokioIo::new(upgraded), budget);
-            let ws = WebSocketStream::from_raw_socket(io, Role::Server, config).await;
+            let ws = WebSocket::new(io, &[], limits);
             Box::pin(connection::serve(ws, open, received)).await;
         }
     }

@@ -200,3 +200,147 @@ async fn a_client_that_answers_pings_stays_connected() {
     ws.send(Message::text("alive")).await.unwrap();
     assert_eq!(next(&mut ws).await, Message::text("alive"));
 }
+
+/// A masked client frame (`first` is FIN/RSV/opcode).
+fn masked(first: u8, payload: &[u8]) -> Vec<u8> {
+    let mask = [0x37, 0xFA, 0x21, 0x3D];
+    let mut frame = vec![first];
+    let len = payload.len();
+    if len < 126 {
+        frame.push(0x80 | len as u8);
+    } else if len <= 0xFFFF {
+        frame.push(0x80 | 126);
+        frame.extend_from_slice(&(len as u16).to_be_bytes());
+    } else {
+        frame.push(0x80 | 127);
+        frame.extend_from_slice(&(len as u64).to_be_bytes());
+    }
+    frame.extend_from_slice(&mask);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    frame
+}
+
+/// Sends `wire` on a fresh raw connection to `/echo` and returns the close
+/// code the server answers with, skipping the frames before it.
+async fn close_code_for(server: &TestServer, wire: &[u8]) -> u16 {
+    let mut stream = raw_websocket(server, "/echo").await;
+    stream.write_all(wire).await.unwrap();
+    loop {
+        let (opcode, payload) = tokio::time::timeout(WAIT, read_frame(&mut stream))
+            .await
+            .unwrap();
+        if opcode == 0x8 {
+            return u16::from_be_bytes([payload[0], payload[1]]);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn frames_the_protocol_forbids_close_with_1002_and_bad_text_with_1007() {
+    // Each case on a connection of its own, all through one server's checks.
+    let server = TestServer::start(TestConfig::new()).await;
+    let cases: Vec<(&str, Vec<u8>, u16)> = vec![
+        ("RSV1 without an extension", masked(0xC1, b"x"), 1002),
+        ("RSV3", masked(0x91, b"x"), 1002),
+        ("reserved opcode 0x3", masked(0x83, b"x"), 1002),
+        ("reserved control opcode 0xB", masked(0x8B, b""), 1002),
+        ("fragmented ping", masked(0x09, b"x"), 1002),
+        ("ping longer than 125 bytes", masked(0x89, &[0; 126]), 1002),
+        (
+            "continuation with nothing to continue",
+            masked(0x80, b"x"),
+            1002,
+        ),
+        ("close frame of one byte", masked(0x88, &[3]), 1002),
+        (
+            "close code 1005 on the wire",
+            masked(0x88, &1005u16.to_be_bytes()),
+            1002,
+        ),
+        ("close code 999", masked(0x88, &999u16.to_be_bytes()), 1002),
+        (
+            "close reason not UTF-8",
+            masked(0x88, &[0x03, 0xE8, 0xFF]),
+            1007,
+        ),
+        (
+            "text not UTF-8",
+            masked(0x81, &[0xCE, 0xBA, 0xE1, 0xBD]),
+            1007,
+        ),
+        (
+            "a new message inside a fragmented one",
+            [masked(0x01, b"a"), masked(0x81, b"b")].concat(),
+            1002,
+        ),
+        (
+            "text split inside a character, then broken",
+            [masked(0x01, &[0xCE]), masked(0x80, &[0x41])].concat(),
+            1007,
+        ),
+    ];
+    for (what, wire, expected) in cases {
+        assert_eq!(close_code_for(&server, &wire).await, expected, "{what}");
+    }
+    // The server is still there for a well-behaved client.
+    let mut ws = server.ws("/echo").await;
+    ws.send(Message::text("still here")).await.unwrap();
+    assert_eq!(next(&mut ws).await, Message::text("still here"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pings_inside_a_fragmented_message_and_pipelined_messages_are_handled_in_order() {
+    let server = TestServer::start(TestConfig::new()).await;
+    let mut stream = raw_websocket(&server, "/echo").await;
+    // A text message in three fragments with a ping between, then two whole
+    // messages, then a text split inside a multi-byte character: all in one write.
+    let mut wire = masked(0x01, b"frag");
+    wire.extend(masked(0x89, b"p1"));
+    wire.extend(masked(0x00, b"men"));
+    wire.extend(masked(0x80, b"ted"));
+    wire.extend(masked(0x82, &[1, 2, 3]));
+    wire.extend(masked(0x81, b"last"));
+    wire.extend(masked(0x01, &[b'c', 0xC3]));
+    wire.extend(masked(0x80, &[0xA9]));
+    stream.write_all(&wire).await.unwrap();
+    let mut got = Vec::new();
+    for _ in 0..5 {
+        got.push(
+            tokio::time::timeout(WAIT, read_frame(&mut stream))
+                .await
+                .unwrap(),
+        );
+    }
+    assert_eq!(
+        got,
+        vec![
+            (0xA, b"p1".to_vec()),
+            (0x1, b"fragmented".to_vec()),
+            (0x2, vec![1, 2, 3]),
+            (0x1, b"last".to_vec()),
+            (0x1, "cé".as_bytes().to_vec()),
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_large_message_sent_a_byte_at_a_time_and_one_in_one_write_come_back_whole() {
+    let server = TestServer::start(TestConfig::new()).await;
+    let mut stream = raw_websocket(&server, "/echo").await;
+    let big: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
+    stream.write_all(&masked(0x82, &big)).await.unwrap();
+    let (opcode, payload) = tokio::time::timeout(WAIT, read_frame(&mut stream))
+        .await
+        .unwrap();
+    assert_eq!(opcode, 0x2);
+    assert!(payload == big, "300 KB in one write");
+
+    let small = masked(0x82, &big[..2000]);
+    for byte in &small {
+        stream.write_all(&[*byte]).await.unwrap();
+    }
+    let (opcode, payload) = tokio::time::timeout(WAIT, read_frame(&mut stream))
+        .await
+        .unwrap();
+    assert_eq!((opcode, payload.as_slice()), (0x2, &big[..2000]));
+}

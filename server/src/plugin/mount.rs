@@ -213,19 +213,34 @@ impl MountedApp {
 
     /// Runs `f`, a callback of the connection whose `in_callback` flag this
     /// is, on the current instance; waits first while the mount is paused.
-    pub async fn call<T>(
+    pub async fn call<T, F: FnOnce(&AppInstance) -> T>(
         &self,
         in_callback: &AtomicBool,
         cache: &mut InstanceCache,
-        f: impl FnOnce(&AppInstance) -> T,
+        f: F,
     ) -> T {
+        let mut f = f;
         loop {
-            in_callback.store(true, Ordering::SeqCst);
-            if !self.paused.load(Ordering::SeqCst) {
-                break;
+            match self.try_call(in_callback, cache, f) {
+                Ok(result) => return result,
+                Err(back) => f = back,
             }
-            in_callback.store(false, Ordering::SeqCst);
             self.wait_resumed().await;
+        }
+    }
+
+    /// [`call`](Self::call) without waiting: `Err(f)` while the mount is
+    /// paused. The connection task's hot path, which then needs no future.
+    pub fn try_call<T, F: FnOnce(&AppInstance) -> T>(
+        &self,
+        in_callback: &AtomicBool,
+        cache: &mut InstanceCache,
+        f: F,
+    ) -> Result<T, F> {
+        in_callback.store(true, Ordering::SeqCst);
+        if self.paused.load(Ordering::SeqCst) {
+            in_callback.store(false, Ordering::SeqCst);
+            return Err(f);
         }
         let generation = self.generation.load(Ordering::Acquire);
         if generation != cache.generation {
@@ -238,7 +253,7 @@ impl MountedApp {
         let result = f(&cache.instance);
         in_callback.store(false, Ordering::Release);
         self.timed("connection callback", started);
-        result
+        Ok(result)
     }
 
     /// Runs `f`, a callback that is not a registered connection's own

@@ -269,43 +269,21 @@ pub(crate) fn run(args: CompareArgs) -> anyhow::Result<()> {
         servers.extend(start_peers(pin));
     }
     let n = servers.len();
+    let shape = |connections: usize, size: usize| Shape {
+        connections,
+        size,
+        inflight: args.inflight,
+        duration: args.duration,
+        warmup: Duration::from_secs(1),
+        count: None,
+        raw: args.raw,
+    };
     let scenarios = [
-        (
-            "1 conn x 32 B",
-            Shape {
-                connections: 1,
-                size: 32,
-                inflight: args.inflight,
-                duration: args.duration,
-                warmup: Duration::from_secs(1),
-                count: None,
-                raw: args.raw,
-            },
-        ),
-        (
-            "100 conns x 32 B",
-            Shape {
-                connections: 100,
-                size: 32,
-                inflight: args.inflight,
-                duration: args.duration,
-                warmup: Duration::from_secs(1),
-                count: None,
-                raw: args.raw,
-            },
-        ),
-        (
-            "1 conn x 64 KiB",
-            Shape {
-                connections: 1,
-                size: 64 * 1024,
-                inflight: args.inflight,
-                duration: args.duration,
-                warmup: Duration::from_secs(1),
-                count: None,
-                raw: args.raw,
-            },
-        ),
+        ("1 conn x 32 B", shape(1, 32)),
+        ("100 conns x 32 B", shape(100, 32)),
+        ("1000 conns x 1 KiB", shape(1000, 1024)),
+        ("1 conn x 64 KiB", shape(1, 64 * 1024)),
+        ("1 conn x 1 MiB", shape(1, 1 << 20)),
     ];
     println!(
         "echo round trips, {} message(s) in flight per connection, {} rounds of {:?}, servers alternating{}\n",

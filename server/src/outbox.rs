@@ -20,6 +20,7 @@
 //! again for nothing.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Poll;
 
@@ -89,6 +90,11 @@ struct Queue {
 #[derive(Debug)]
 struct Shared {
     queue: Mutex<Queue>,
+    /// Set (under the lock) whenever something is queued, cleared (under the
+    /// lock) when the receiver finds the queue empty: so the connection task,
+    /// which looks at its queue on every turn of its loop, takes no lock when
+    /// there is nothing.
+    pending: AtomicBool,
     waker: AtomicWaker,
     /// Queued bytes count against it.
     budget: MemoryBudget,
@@ -122,7 +128,7 @@ pub struct Outbox {
     /// for a paced connection (one frame per write): the server itself sets
     /// its pace, so a full queue does not mean the client stopped reading
     /// (`write_timeout` and pings still catch one that did).
-    close_when_full: std::sync::atomic::AtomicBool,
+    close_when_full: AtomicBool,
 }
 
 /// Counts messages refused because the queue was full (a metrics handle).
@@ -145,6 +151,7 @@ pub fn outbox(
 ) -> (Outbox, OutboxReceiver) {
     let shared = Arc::new(Shared {
         queue: Mutex::default(),
+        pending: AtomicBool::new(false),
         waker: AtomicWaker::new(),
         budget,
     });
@@ -154,7 +161,7 @@ pub fn outbox(
             max_messages,
             max_bytes,
             drops,
-            close_when_full: std::sync::atomic::AtomicBool::new(true),
+            close_when_full: AtomicBool::new(true),
         },
         OutboxReceiver { shared },
     )
@@ -191,11 +198,9 @@ impl Outbox {
         };
         if let Some((error, close)) = refused {
             self.drops.inc();
-            if self
-                .close_when_full
-                .load(std::sync::atomic::Ordering::Relaxed)
-            {
+            if self.close_when_full.load(Ordering::Relaxed) {
                 request(&mut queue, close);
+                self.shared.pending.store(true, Ordering::Release);
                 drop(queue);
                 self.shared.waker.wake();
             }
@@ -203,6 +208,7 @@ impl Outbox {
         }
         queue.messages.push_back(message);
         queue.bytes += len;
+        self.shared.pending.store(true, Ordering::Release);
         drop(queue);
         self.wake();
         Ok(())
@@ -210,26 +216,34 @@ impl Outbox {
 
     /// Whether an overflow closes the connection (see `close_when_full`).
     pub fn set_close_when_full(&self, close: bool) {
-        self.close_when_full
-            .store(close, std::sync::atomic::Ordering::Relaxed);
+        self.close_when_full.store(close, Ordering::Relaxed);
     }
 
     /// Asks the connection task to close after writing what is already queued.
     /// The first request wins.
     pub fn request_close(&self, close: CloseRequest) {
-        request(&mut self.shared.lock(), close);
+        let mut queue = self.shared.lock();
+        request(&mut queue, close);
+        self.shared.pending.store(true, Ordering::Release);
+        drop(queue);
         self.shared.waker.wake();
     }
 
     /// Asks the connection task to send a keepalive ping.
     pub fn request_ping(&self) {
-        self.shared.lock().ping = true;
+        let mut queue = self.shared.lock();
+        queue.ping = true;
+        self.shared.pending.store(true, Ordering::Release);
+        drop(queue);
         self.shared.waker.wake();
     }
 
     /// Tells the connection task its client did not answer the last ping.
     pub fn report_unresponsive(&self) {
-        self.shared.lock().unresponsive = true;
+        let mut queue = self.shared.lock();
+        queue.unresponsive = true;
+        self.shared.pending.store(true, Ordering::Release);
+        drop(queue);
         self.shared.waker.wake();
     }
 
@@ -285,6 +299,9 @@ impl OutboxReceiver {
     }
 
     fn try_next(&mut self) -> Option<OutboxEvent> {
+        if !self.shared.pending.load(Ordering::Acquire) {
+            return None;
+        }
         let mut queue = self.shared.lock();
         if std::mem::take(&mut queue.unresponsive) {
             return Some(OutboxEvent::Unresponsive);
@@ -295,12 +312,25 @@ impl OutboxReceiver {
         if std::mem::take(&mut queue.ping) {
             return Some(OutboxEvent::Ping);
         }
-        pop(&mut queue, &self.shared.budget).map(OutboxEvent::Message)
+        self.pop(&mut queue).map(OutboxEvent::Message)
     }
 
     /// A queued message if one is ready now.
     pub fn try_recv(&mut self) -> Option<Message> {
-        pop(&mut self.shared.lock(), &self.shared.budget)
+        if !self.shared.pending.load(Ordering::Acquire) {
+            return None;
+        }
+        self.pop(&mut self.shared.lock())
+    }
+
+    /// The next message; clears `pending` when nothing at all is left.
+    fn pop(&self, queue: &mut Queue) -> Option<Message> {
+        let message = pop(queue, &self.shared.budget);
+        if queue.messages.is_empty() && queue.close.is_none() && !queue.ping && !queue.unresponsive
+        {
+            self.shared.pending.store(false, Ordering::Release);
+        }
+        message
     }
 
     /// The connection's identity for [`callback_scope::enter`]: messages

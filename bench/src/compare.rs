@@ -338,6 +338,8 @@ pub(crate) fn run(args: CompareArgs) -> anyhow::Result<()> {
         }
     }
 
+    churn(&runtime, &servers, &args)?;
+
     if args.idle > 0 {
         println!(
             "\nmemory with {} idle connections (resident set of the server process)",
@@ -365,6 +367,65 @@ pub(crate) fn run(args: CompareArgs) -> anyhow::Result<()> {
                 each / per_connection[0]
             );
         }
+    }
+    Ok(())
+}
+
+/// Connection churn: connect, one 32 B echo, close, again, from 50 loops;
+/// medians over the rounds.
+fn churn(
+    runtime: &tokio::runtime::Runtime,
+    servers: &[ServerProcess],
+    args: &CompareArgs,
+) -> anyhow::Result<()> {
+    const PARALLEL: usize = 50;
+    println!(
+        "\nconnection churn: {PARALLEL} loops of connect, one 32 B echo, close (medians of {} rounds of {:?})",
+        args.rounds, args.duration
+    );
+    println!(
+        "{:<15} {:>12} {:>7} {:>9} {:>9} {:>11}",
+        "server", "conns/s", "ratio", "p50 µs", "p99 µs", "CPU µs/conn"
+    );
+    let n = servers.len();
+    let (mut rate, mut p50, mut p99, mut cpu) = (
+        vec![Vec::new(); n],
+        vec![Vec::new(); n],
+        vec![Vec::new(); n],
+        vec![Vec::new(); n],
+    );
+    for round in 0..args.rounds {
+        for k in 0..n {
+            let i = (k + round) % n;
+            let cpu_before = servers[i].cpu_ns();
+            let report = runtime.block_on(load::churn(
+                &servers[i].url,
+                PARALLEL,
+                Duration::from_millis(500),
+                args.duration,
+            ))?;
+            let cpu_us =
+                (servers[i].cpu_ns() - cpu_before) as f64 / 1000.0 / report.all.max(1) as f64;
+            rate[i].push(report.connections_per_second);
+            p50[i].push(report.p50_us);
+            p99[i].push(report.p99_us);
+            cpu[i].push(cpu_us);
+            // Let the sockets closed in this round leave TIME_WAIT's way.
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+    let base = median(rate[0].clone());
+    for (i, server) in servers.iter().enumerate() {
+        let r = median(rate[i].clone());
+        println!(
+            "{:<15} {:>12.0} {:>7.3} {:>9.0} {:>9.0} {:>11.1}",
+            server.name,
+            r,
+            r / base,
+            median(p50[i].clone()),
+            median(p99[i].clone()),
+            median(cpu[i].clone())
+        );
     }
     Ok(())
 }

@@ -260,3 +260,76 @@ pub(crate) async fn open_idle(url: &str, n: usize) -> anyhow::Result<Vec<impl Si
     }
     Ok(clients)
 }
+
+/// What a churn run measured.
+pub(crate) struct ChurnReport {
+    /// Whole connections (connect, one echo, close) per second.
+    pub(crate) connections_per_second: f64,
+    /// Median time of one whole connection, µs.
+    pub(crate) p50_us: f64,
+    /// 99th percentile, µs.
+    pub(crate) p99_us: f64,
+    /// Connections completed, warm-up included (for CPU per connection).
+    pub(crate) all: u64,
+}
+
+/// Connection churn: `parallel` loops, each opening a connection, echoing one
+/// 32 B message, closing it (close handshake included), and starting again,
+/// for `warmup` and then `duration`.
+pub(crate) async fn churn(
+    url: &str,
+    parallel: usize,
+    warmup: Duration,
+    duration: Duration,
+) -> anyhow::Result<ChurnReport> {
+    let start = Instant::now();
+    let measure_from = start + warmup;
+    let stop_at = measure_from + duration;
+    let mut tasks = Vec::new();
+    for _ in 0..parallel {
+        let url = url.to_owned();
+        tasks.push(tokio::spawn(async move {
+            let mut histogram =
+                Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
+            let (mut measured, mut all) = (0u64, 0u64);
+            while Instant::now() < stop_at {
+                let began = Instant::now();
+                let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str()).await?;
+                ws.send(Message::binary(vec![b'x'; 32])).await?;
+                loop {
+                    match ws.next().await {
+                        Some(Ok(Message::Binary(_))) => break,
+                        Some(Ok(_)) => continue,
+                        _ => anyhow::bail!("the connection ended before the echo"),
+                    }
+                }
+                ws.close(None).await?;
+                // The server's close frame, then the end of the stream.
+                while let Some(Ok(_)) = ws.next().await {}
+                all += 1;
+                let now = Instant::now();
+                if now >= measure_from && now < stop_at {
+                    measured += 1;
+                    histogram
+                        .record((now - began).as_micros().max(1) as u64)
+                        .ok();
+                }
+            }
+            Ok::<_, anyhow::Error>((measured, all, histogram))
+        }));
+    }
+    let (mut total, mut all) = (0, 0);
+    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    for task in tasks {
+        let (measured, done, h) = task.await??;
+        total += measured;
+        all += done;
+        histogram.add(h)?;
+    }
+    Ok(ChurnReport {
+        connections_per_second: total as f64 / duration.as_secs_f64(),
+        p50_us: histogram.value_at_quantile(0.50) as f64,
+        p99_us: histogram.value_at_quantile(0.99) as f64,
+        all,
+    })
+}

@@ -124,10 +124,17 @@ enum Step {
 ///
 /// `received` gives back to the memory budget what was read for each message
 /// once it is handled.
-pub async fn serve<S>(mut ws: WebSocket<S>, open: OpenConnection, received: Received)
+pub fn serve<S>(
+    mut ws: WebSocket<S>,
+    open: OpenConnection,
+    received: Received,
+) -> impl Future<Output = ()>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    // Taken apart here, outside the future: an `async fn` would keep both its
+    // arguments and the parts in its state (rust-lang/rust#62958), and every
+    // connection carries that state for its lifetime.
     let OpenConnection {
         app,
         connection,
@@ -137,143 +144,145 @@ where
         slot,
         client_slot,
     } = open;
-    let id = connection.id;
-    app.registry().insert(connection.clone());
-    app.metrics().accepted.inc();
-    app.metrics().open.inc();
-    tracing::debug!("connection open");
+    async move {
+        let id = connection.id;
+        app.registry().insert(connection.clone());
+        app.metrics().accepted.inc();
+        app.metrics().open.inc();
+        tracing::debug!("connection open");
 
-    let mut instance = app.instance_cache();
-    let mut rate = RateLimiter::new(app.settings().rate_limits);
-    // Rare awaits are boxed throughout: the task's future is as large as its
-    // largest state, and an idle connection should not carry them.
-    let opened = Box::pin(app.call(&connection.in_callback, &mut instance, |app| {
-        callback_scope::enter(outbox.scope_id(), None, || app.on_open(id))
-    }))
-    .await;
-    let mut step = match opened {
-        Ok(()) => Step::Continue,
-        Err(_) => Step::Close(internal_error()),
-    };
-    // Shutdown reaches registered connections through their close channel
-    // (`Server::run` asks every registry); one that registered after that
-    // sweep sees the cancelled token here.
-    if shutdown.is_cancelled() {
-        step = Step::Close(going_away());
-    }
-    drop(shutdown);
-    let mut pacing = Pacing::new();
-    // Set once our close frame is sent: until then, wait for the client's
-    // (within `close_timeout`).
-    let mut closing: Option<Ending> = None;
-    let mut close_timer: Option<Pin<Box<Sleep>>> = None;
-
-    let ending = loop {
-        match step {
-            Step::Continue => {}
-            Step::Close(request) | Step::Abort(request) if closing.is_some() => {
-                tracing::trace!(code = request.code, "already closing");
-            }
-            Step::Close(request) => {
-                let sent = Box::pin(within(settings.write_timeout, async {
-                    while let Some(message) = outbox.try_recv() {
-                        ws.queue(&message);
-                    }
-                    ws.queue_close(request.code, &request.reason);
-                    ws.flush().await
-                }))
-                .await;
-                let ending = Ending::new(request.code, request.reason);
-                if !matches!(sent, Some(Ok(()))) {
-                    break ending;
-                }
-                closing = Some(ending);
-                close_timer = Some(Box::pin(tokio::time::sleep(settings.close_timeout)));
-            }
-            Step::Abort(request) => {
-                ws.queue_close(request.code, &request.reason);
-                Box::pin(async {
-                    let sent = within(settings.write_timeout, ws.flush()).await;
-                    if matches!(sent, Some(Ok(()))) {
-                        linger(ws.get_mut(), settings.close_timeout).await;
-                    }
-                })
-                .await;
-                break Ending::new(request.code, request.reason);
-            }
-            Step::End(ending) => break ending,
+        let mut instance = app.instance_cache();
+        let mut rate = RateLimiter::new(app.settings().rate_limits);
+        // Rare awaits are boxed throughout: the task's future is as large as its
+        // largest state, and an idle connection should not carry them.
+        let opened = Box::pin(app.call(&connection.in_callback, &mut instance, |app| {
+            callback_scope::enter(outbox.scope_id(), None, || app.on_open(id))
+        }))
+        .await;
+        let mut step = match opened {
+            Ok(()) => Step::Continue,
+            Err(_) => Step::Close(internal_error()),
+        };
+        // Shutdown reaches registered connections through their close channel
+        // (`Server::run` asks every registry); one that registered after that
+        // sweep sees the cancelled token here.
+        if shutdown.is_cancelled() {
+            step = Step::Close(going_away());
         }
+        drop(shutdown);
+        let mut pacing = Pacing::new();
+        // Set once our close frame is sent: until then, wait for the client's
+        // (within `close_timeout`).
+        let mut closing: Option<Ending> = None;
+        let mut close_timer: Option<Pin<Box<Sleep>>> = None;
 
-        step = tokio::select! {
-            biased;
-            event = outbox.next(), if closing.is_none() => match event {
-                OutboxEvent::Unresponsive => {
-                    tracing::debug!("no answer to ping; dropping connection");
-                    Step::End(Ending::new(1006, "ping timeout"))
+        let ending = loop {
+            match step {
+                Step::Continue => {}
+                Step::Close(request) | Step::Abort(request) if closing.is_some() => {
+                    tracing::trace!(code = request.code, "already closing");
                 }
-                OutboxEvent::Close(request) => Step::Close(request),
-                OutboxEvent::Ping => {
-                    // Quiet for a keepalive interval: a good moment to give back buffers.
-                    ws.release_idle();
-                    let payload = bytes::Bytes::copy_from_slice(app.settings().ping_payload.as_bytes());
-                    ws.queue(&Message::Ping(payload));
-                    pacing.wrote(&connection);
-                    flushed(within(settings.write_timeout, ws.flush()).await)
-                }
-                OutboxEvent::Message(message) => {
-                    if let Some(wait) = pacing.wait_before_write(&connection) {
-                        Box::pin(tokio::time::sleep(wait)).await;
+                Step::Close(request) => {
+                    let sent = Box::pin(within(settings.write_timeout, async {
+                        while let Some(message) = outbox.try_recv() {
+                            ws.queue(&message);
+                        }
+                        ws.queue_close(request.code, &request.reason);
+                        ws.flush().await
+                    }))
+                    .await;
+                    let ending = Ending::new(request.code, request.reason);
+                    if !matches!(sent, Some(Ok(()))) {
+                        break ending;
                     }
-                    queue_batch(&mut ws, &mut outbox, message, pacing.batch(&connection), app.metrics());
-                    let step = flushed(within(settings.write_timeout, ws.flush()).await);
-                    pacing.wrote(&connection);
-                    step
+                    closing = Some(ending);
+                    close_timer = Some(Box::pin(tokio::time::sleep(settings.close_timeout)));
                 }
-            },
-            incoming = ws.read() => {
-                connection.heard();
-                pacing.heard();
-                match incoming {
-                    Ok(incoming) => {
-                        let caller = Caller { app: &app, connection: &connection, instance: &mut instance, rate: &mut rate };
-                        let step = match on_frame(caller, &outbox, &mut ws, incoming, closing.is_some()) {
-                            Handled::Step(step) => step,
-                            Handled::Flush => flushed(within(settings.write_timeout, ws.flush()).await),
-                            Handled::FlushThenEnd(ending) => {
-                                let _ = within(settings.write_timeout, ws.flush()).await;
-                                Step::End(ending)
-                            }
-                            Handled::Paused(incoming) => {
-                                let caller = Caller { app: &app, connection: &connection, instance: &mut instance, rate: &mut rate };
-                                Box::pin(deliver_when_resumed(caller, &outbox, incoming)).await
-                            }
-                        };
-                        received.handled();
+                Step::Abort(request) => {
+                    ws.queue_close(request.code, &request.reason);
+                    Box::pin(async {
+                        let sent = within(settings.write_timeout, ws.flush()).await;
+                        if matches!(sent, Some(Ok(()))) {
+                            linger(ws.get_mut(), settings.close_timeout).await;
+                        }
+                    })
+                    .await;
+                    break Ending::new(request.code, request.reason);
+                }
+                Step::End(ending) => break ending,
+            }
+
+            step = tokio::select! {
+                biased;
+                event = outbox.next(), if closing.is_none() => match event {
+                    OutboxEvent::Unresponsive => {
+                        tracing::debug!("no answer to ping; dropping connection");
+                        Step::End(Ending::new(1006, "ping timeout"))
+                    }
+                    OutboxEvent::Close(request) => Step::Close(request),
+                    OutboxEvent::Ping => {
+                        // Quiet for a keepalive interval: a good moment to give back buffers.
+                        ws.release_idle();
+                        let payload = bytes::Bytes::copy_from_slice(app.settings().ping_payload.as_bytes());
+                        ws.queue(&Message::Ping(payload));
+                        pacing.wrote(&connection);
+                        flushed(within(settings.write_timeout, ws.flush()).await)
+                    }
+                    OutboxEvent::Message(message) => {
+                        if let Some(wait) = pacing.wait_before_write(&connection) {
+                            Box::pin(tokio::time::sleep(wait)).await;
+                        }
+                        queue_batch(&mut ws, &mut outbox, message, pacing.batch(&connection), app.metrics());
+                        let step = flushed(within(settings.write_timeout, ws.flush()).await);
+                        pacing.wrote(&connection);
                         step
                     }
-                    Err(error) => Box::pin(on_read_error(&app, id, error, closing.is_some())).await,
+                },
+                incoming = ws.read() => {
+                    connection.heard();
+                    pacing.heard();
+                    match incoming {
+                        Ok(incoming) => {
+                            let caller = Caller { app: &app, connection: &connection, instance: &mut instance, rate: &mut rate };
+                            let step = match on_frame(caller, &outbox, &mut ws, incoming, closing.is_some()) {
+                                Handled::Step(step) => step,
+                                Handled::Flush => flushed(within(settings.write_timeout, ws.flush()).await),
+                                Handled::FlushThenEnd(ending) => {
+                                    let _ = within(settings.write_timeout, ws.flush()).await;
+                                    Step::End(ending)
+                                }
+                                Handled::Paused(incoming) => {
+                                    let caller = Caller { app: &app, connection: &connection, instance: &mut instance, rate: &mut rate };
+                                    Box::pin(deliver_when_resumed(caller, &outbox, incoming)).await
+                                }
+                            };
+                            received.handled();
+                            step
+                        }
+                        Err(error) => Box::pin(on_read_error(&app, id, error, closing.is_some())).await,
+                    }
                 }
-            }
-            () = poll_timer(&mut close_timer), if close_timer.is_some() => {
-                tracing::debug!("client did not answer the close frame in time");
-                Step::End(Ending::new(1006, "close timeout"))
+                () = poll_timer(&mut close_timer), if close_timer.is_some() => {
+                    tracing::debug!("client did not answer the close frame in time");
+                    Step::End(Ending::new(1006, "close timeout"))
+                }
+            };
+            // Once our close frame is out, whatever ends the loop (the client's reply,
+            // its absence, an error), `on_close` reports the code we sent.
+            if let (Step::End(_), Some(ending)) = (&step, closing.as_ref()) {
+                step = Step::End(Ending::new(ending.code, ending.reason.clone()));
             }
         };
-        // Once our close frame is out, whatever ends the loop (the client's reply,
-        // its absence, an error), `on_close` reports the code we sent.
-        if let (Step::End(_), Some(ending)) = (&step, closing.as_ref()) {
-            step = Step::End(Ending::new(ending.code, ending.reason.clone()));
-        }
-    };
-    drop(ws);
+        drop(ws);
 
-    app.registry().remove(id);
-    app.metrics().open.dec();
-    outbox.close();
-    tracing::debug!(code = ending.code, reason = %ending.reason, "connection closed");
-    Box::pin(app.call_shared(|app| app.on_close(id, ending.code, &ending.reason))).await;
-    drop(slot);
-    drop(client_slot);
+        app.registry().remove(id);
+        app.metrics().open.dec();
+        outbox.close();
+        tracing::debug!(code = ending.code, reason = %ending.reason, "connection closed");
+        Box::pin(app.call_shared(|app| app.on_close(id, ending.code, &ending.reason))).await;
+        drop(slot);
+        drop(client_slot);
+    }
 }
 
 /// Waits for the close timer (never ready without one).

@@ -15,7 +15,9 @@
 //!   is only dropped (see `Outbox`).
 //!
 //! Reads are counted after they happen, so the budget can be exceeded by at
-//! most one read (`read_buffer_size`) per connection reading at that moment.
+//! most one read per connection reading at that moment: `read_buffer_size`,
+//! or for the rest of a large frame (read straight into its message) what the
+//! socket holds, at most the kernel's receive buffer.
 
 use std::future::Future;
 use std::pin::Pin;

@@ -39,6 +39,9 @@ pub(crate) struct CompareArgs {
     /// less per message than tungstenite's client.
     #[arg(long)]
     raw: bool,
+    /// Also draw the ratios to the baseline as an SVG chart to this file.
+    #[arg(long)]
+    chart: Option<std::path::PathBuf>,
 }
 
 impl Default for CompareArgs {
@@ -51,13 +54,14 @@ impl Default for CompareArgs {
             pin: true,
             peers: false,
             raw: false,
+            chart: None,
         }
     }
 }
 
 /// A server process under test; killed on drop.
 pub(crate) struct ServerProcess {
-    name: &'static str,
+    pub(crate) name: &'static str,
     child: Child,
     pub(crate) url: String,
 }
@@ -70,7 +74,7 @@ impl Drop for ServerProcess {
 }
 
 impl ServerProcess {
-    fn start(
+    pub(crate) fn start(
         name: &'static str,
         mut command: Command,
         prefix: &str,
@@ -101,7 +105,7 @@ impl ServerProcess {
         ServerProcess::switchboard_with(server, apps, false, "")
     }
 
-    fn switchboard_with(
+    pub(crate) fn switchboard_with(
         server: &str,
         apps: &str,
         pin: bool,
@@ -145,7 +149,7 @@ impl ServerProcess {
     }
 
     /// CPU time the process has used, in nanoseconds (sum over its threads, Linux).
-    fn cpu_ns(&self) -> u64 {
+    pub(crate) fn cpu_ns(&self) -> u64 {
         let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", self.child.id())) else {
             return 0;
         };
@@ -167,7 +171,7 @@ impl ServerProcess {
 }
 
 /// A command for a server process, pinned to CPU 0 when `pin`.
-fn server_command(program: &std::path::Path, pin: bool) -> Command {
+pub(crate) fn server_command(program: &std::path::Path, pin: bool) -> Command {
     if pin {
         let mut command = Command::new("taskset");
         command.arg("-c").arg("0").arg(program);
@@ -226,7 +230,7 @@ fn start_peers(pin: bool) -> Vec<ServerProcess> {
 }
 
 /// Pins this process (and the threads it starts later) to CPU 1.
-fn pin_self() -> anyhow::Result<()> {
+pub(crate) fn pin_self() -> anyhow::Result<()> {
     let status = Command::new("taskset")
         .args(["-p", "-c", "1", &std::process::id().to_string()])
         .stdout(Stdio::null())
@@ -252,7 +256,7 @@ fn start_servers(idle: usize, pin: bool) -> anyhow::Result<Vec<ServerProcess>> {
     Ok(vec![baseline, switchboard])
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
+pub(crate) fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(|a, b| a.total_cmp(b));
     values[values.len() / 2]
 }
@@ -338,7 +342,20 @@ pub(crate) fn run(args: CompareArgs) -> anyhow::Result<()> {
         }
     }
 
-    churn(&runtime, &servers, &args)?;
+    let churn_rates = churn(&runtime, &servers, &args)?;
+    let mut rows: Vec<(String, Vec<f64>)> = summary
+        .iter()
+        .map(|(name, rate, _, _)| {
+            (
+                format!("{name} msgs/s"),
+                rate.iter().map(|r| r / rate[0]).collect(),
+            )
+        })
+        .collect();
+    rows.push((
+        "churn conns/s".to_owned(),
+        churn_rates.iter().map(|r| r / churn_rates[0]).collect(),
+    ));
 
     if args.idle > 0 {
         println!(
@@ -367,17 +384,38 @@ pub(crate) fn run(args: CompareArgs) -> anyhow::Result<()> {
                 each / per_connection[0]
             );
         }
+        rows.push((
+            "idle conns per MiB".to_owned(),
+            per_connection
+                .iter()
+                .map(|each| per_connection[0] / each.max(0.01))
+                .collect(),
+        ));
+    }
+    if let Some(path) = &args.chart {
+        let ratios = crate::chart::Ratios {
+            title: format!(
+                "Echo throughput, churn and idle memory against the bare tokio-tungstenite server ({})",
+                if pin { "pinned" } else { "unpinned" }
+            ),
+            footnote: crate::chart::footnote(),
+            series: servers.iter().map(|s| s.name.to_owned()).collect(),
+            rows,
+        };
+        crate::chart::draw(path, &ratios)?;
+        println!("\nchart written to {}", path.display());
     }
     Ok(())
 }
 
 /// Connection churn: connect, one 32 B echo, close, again, from 50 loops;
 /// medians over the rounds.
+/// Returns each server's median connections per second.
 fn churn(
     runtime: &tokio::runtime::Runtime,
     servers: &[ServerProcess],
     args: &CompareArgs,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<f64>> {
     const PARALLEL: usize = 50;
     println!(
         "\nconnection churn: {PARALLEL} loops of connect, one 32 B echo, close (medians of {} rounds of {:?})",
@@ -415,6 +453,7 @@ fn churn(
         }
     }
     let base = median(rate[0].clone());
+    let mut medians = Vec::new();
     for (i, server) in servers.iter().enumerate() {
         let r = median(rate[i].clone());
         println!(
@@ -426,6 +465,7 @@ fn churn(
             median(p99[i].clone()),
             median(cpu[i].clone())
         );
+        medians.push(r);
     }
-    Ok(())
+    Ok(medians)
 }

@@ -39,11 +39,17 @@ pub(crate) struct Shape {
     pub(crate) raw: bool,
 }
 
-/// A masked binary frame of `size` bytes, as a client sends it (the same mask
-/// for every message: servers must accept any).
+/// A masked binary frame of `size` bytes, as a client sends it.
 fn masked_frame(size: usize) -> Vec<u8> {
+    masked(0x2, &vec![b'x'; size])
+}
+
+/// A masked frame with this opcode and payload (the same mask for every
+/// message: servers must accept any).
+pub(crate) fn masked(opcode: u8, payload: &[u8]) -> Vec<u8> {
     let mask = [0x37, 0xfa, 0x21, 0x3d];
-    let mut frame = vec![0x82];
+    let size = payload.len();
+    let mut frame = vec![0x80 | opcode];
     match size {
         0..=125 => frame.push(0x80 | size as u8),
         126..=0xffff => {
@@ -56,12 +62,14 @@ fn masked_frame(size: usize) -> Vec<u8> {
         }
     }
     frame.extend_from_slice(&mask);
-    frame.extend((0..size).map(|i| b'x' ^ mask[i % 4]));
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
     frame
 }
 
 /// Reads one frame from the server: its opcode (payload skipped).
-async fn read_frame<R: tokio::io::AsyncRead + Unpin>(reader: &mut R) -> anyhow::Result<u8> {
+pub(crate) async fn read_frame<R: tokio::io::AsyncRead + Unpin>(
+    reader: &mut R,
+) -> anyhow::Result<u8> {
     use tokio::io::AsyncReadExt;
     let mut head = [0u8; 2];
     reader.read_exact(&mut head).await?;

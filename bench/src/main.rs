@@ -7,8 +7,10 @@
 //! ```
 
 mod baseline;
+mod chart;
 mod cluster;
 mod compare;
+mod fanout;
 mod load;
 mod soak;
 
@@ -30,6 +32,9 @@ struct Cli {
 enum Command {
     /// Run every scenario against the baseline and Switchboard, alternating (the default).
     Compare(compare::CompareArgs),
+    /// One message to 1,000 and 10,000 listeners (group publish, app
+    /// broadcast), timed until the last has it, against the baseline's fan-out.
+    Fanout(fanout::FanoutArgs),
     /// Drive one server: N connections, message size, messages in flight, duration.
     Load {
         /// WebSocket URL, e.g. ws://127.0.0.1:8080/echo.
@@ -63,6 +68,10 @@ enum Command {
         /// Read buffer size, as Switchboard's default.
         #[arg(long, default_value_t = 4096)]
         read_buffer: usize,
+        /// Fan out instead of echoing: a data message from one connection
+        /// goes to every other connection.
+        #[arg(long)]
+        broadcast: bool,
     },
 }
 
@@ -73,6 +82,7 @@ fn main() -> anyhow::Result<()> {
         .unwrap_or(Command::Compare(compare::CompareArgs::default()))
     {
         Command::Compare(args) => compare::run(args),
+        Command::Fanout(args) => fanout::run(args),
         Command::Soak(args) => soak::run(args),
         Command::Cluster(args) => cluster::run(args),
         Command::Load { url, shape } => {
@@ -110,9 +120,10 @@ fn main() -> anyhow::Result<()> {
         Command::Baseline {
             listen,
             read_buffer,
+            broadcast,
         } => {
             let runtime = tokio::runtime::Runtime::new()?;
-            runtime.block_on(baseline::serve(listen, read_buffer))
+            runtime.block_on(baseline::serve(listen, read_buffer, broadcast))
         }
     }
 }

@@ -185,13 +185,13 @@ impl Hasher for ConnIdHasher {
 }
 
 type IdMap<V> = HashMap<ConnId, V, BuildHasherDefault<ConnIdHasher>>;
-type IdSet = HashSet<ConnId, BuildHasherDefault<ConnIdHasher>>;
 
 #[derive(Default)]
 struct State {
     connections: IdMap<Arc<Connection>>,
-    /// Group name → members.
-    groups: HashMap<String, IdSet>,
+    /// Group name → members, each with its connection, so that a publish
+    /// reaches every member's outbox without a lookup per member.
+    groups: HashMap<String, IdMap<Arc<Connection>>>,
     /// Connection → the groups it is in, so closing leaves them all.
     memberships: IdMap<HashSet<String>>,
 }
@@ -356,10 +356,11 @@ impl Registry {
                 let Some(members) = state.groups.get(group) else {
                     return Ok(0);
                 };
-                let connections = members
-                    .iter()
-                    .filter_map(|id| state.connections.get(id).map(|c| &**c));
-                Ok(deliver_each(connections, &message, except))
+                Ok(deliver_each(
+                    members.values().map(|c| &**c),
+                    &message,
+                    except,
+                ))
             }
         }
     }
@@ -388,10 +389,11 @@ impl Registry {
     pub fn join(&self, id: ConnId, group: &str) -> Result<(), RegistryError> {
         drop(self.read()?);
         let mut state = self.write();
-        if !state.connections.contains_key(&id) {
+        let Some(connection) = state.connections.get(&id).cloned() else {
             return Err(RegistryError::UnknownConnection(id));
-        }
-        if state.groups.entry(group.to_owned()).or_default().insert(id) {
+        };
+        let members = state.groups.entry(group.to_owned()).or_default();
+        if members.insert(id, connection).is_none() {
             if let Some(observer) = &self.observer {
                 observer.joined(id, group);
             }
@@ -415,7 +417,7 @@ impl Registry {
             return Err(RegistryError::UnknownConnection(id));
         }
         if let Some(members) = state.groups.get_mut(group) {
-            if members.remove(&id) {
+            if members.remove(&id).is_some() {
                 if let Some(observer) = &self.observer {
                     observer.left(id, group);
                 }
@@ -439,7 +441,7 @@ impl Registry {
             .read()?
             .groups
             .get(group)
-            .map(|m| m.iter().copied().collect())
+            .map(|m| m.keys().copied().collect())
             .unwrap_or_default())
     }
 

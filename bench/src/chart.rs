@@ -52,6 +52,7 @@ pub(crate) fn draw(path: &std::path::Path, ratios: &Ratios) -> anyhow::Result<()
     chart
         .configure_mesh()
         .disable_y_mesh()
+        .light_line_style(TRANSPARENT)
         .y_labels(rows)
         .y_label_formatter(&|y| {
             let index = y.round();
@@ -104,7 +105,7 @@ pub(crate) fn draw(path: &std::path::Path, ratios: &Ratios) -> anyhow::Result<()
         .map_err(plot_error)?;
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
+        .position(SeriesLabelPosition::UpperRight)
         .background_style(WHITE.mix(0.9))
         .border_style(BLACK.mix(0.3))
         .label_font(("sans-serif", 12))
@@ -137,7 +138,11 @@ pub(crate) fn footnote() -> Vec<String> {
         .find_map(|line| line.strip_prefix("model name"))
         .and_then(|rest| rest.split_once(':'))
         .map_or("unknown CPU", |(_, model)| model.trim());
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // Not available_parallelism: a pinned bench sees only its own CPU.
+    let cpus = cpuinfo
+        .lines()
+        .filter(|line| line.starts_with("processor"))
+        .count();
     let command: Vec<String> = std::env::args()
         .enumerate()
         .map(|(i, arg)| {

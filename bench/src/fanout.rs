@@ -48,6 +48,9 @@ pub(crate) struct FanoutArgs {
     /// Pin the servers to CPU 0 and the listeners to CPU 1.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pin: bool,
+    /// Also draw the ratios to the baseline as an SVG chart to this file.
+    #[arg(long)]
+    chart: Option<std::path::PathBuf>,
 }
 
 /// Broadcasts sent before the measured ones.
@@ -170,8 +173,15 @@ pub(crate) fn run(args: FanoutArgs) -> anyhow::Result<()> {
         "{:<10} {:<12} {:>9} {:>9} {:>9} {:>9} {:>10} {:>9}",
         "listeners", "server", "p50 ms", "ratio", "p99 ms", "ratio", "CPU µs", "ratio"
     );
+    let mut rows = Vec::new();
     for (listeners, p50, p99, cpu) in summary {
         let m = |v: &Vec<f64>| compare::median(v.clone());
+        for (what, values) in [("p50", &p50), ("p99", &p99)] {
+            rows.push((
+                format!("{listeners} listeners, {what}"),
+                values.iter().map(|v| m(&values[0]) / m(v)).collect(),
+            ));
+        }
         for (i, target) in targets.iter().enumerate() {
             println!(
                 "{listeners:<10} {:<12} {:>9.2} {:>9.3} {:>9.2} {:>9.3} {:>10.0} {:>9.3}",
@@ -184,6 +194,19 @@ pub(crate) fn run(args: FanoutArgs) -> anyhow::Result<()> {
                 m(&cpu[i]) / m(&cpu[0]),
             );
         }
+    }
+    if let Some(path) = &args.chart {
+        let ratios = crate::chart::Ratios {
+            title: format!(
+                "Fan-out: time until every listener has the message, baseline / server ({})",
+                if pin { "pinned" } else { "unpinned" }
+            ),
+            footnote: crate::chart::footnote(),
+            series: targets.iter().map(|t| t.name.to_owned()).collect(),
+            rows,
+        };
+        crate::chart::draw(path, &ratios)?;
+        println!("\nchart written to {}", path.display());
     }
     Ok(())
 }

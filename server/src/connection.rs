@@ -91,7 +91,7 @@ pub struct OpenConnection {
     pub slot: Arc<ConnectionSlot>,
     /// Its place under the per-address limit by the address a trusted proxy
     /// reported, when it came through one.
-    pub client_slot: Option<ConnectionSlot>,
+    pub client_slot: Option<Box<ConnectionSlot>>,
 }
 
 /// How the connection ended, as `on_close` reports it.
@@ -145,7 +145,8 @@ where
         client_slot,
     } = open;
     async move {
-        let id = connection.id;
+        // `connection.id` rather than a copy: every byte of this future's
+        // state is held by every idle connection.
         app.registry().insert(connection.clone());
         app.metrics().accepted.inc();
         app.metrics().open.inc();
@@ -155,11 +156,13 @@ where
         let mut rate = RateLimiter::new(app.settings().rate_limits);
         // Rare awaits are boxed throughout: the task's future is as large as its
         // largest state, and an idle connection should not carry them.
-        let opened = Box::pin(app.call(&connection.in_callback, &mut instance, |app| {
-            callback_scope::enter(outbox.scope_id(), None, || app.on_open(id))
+        let mut step = match Box::pin(app.call(&connection.in_callback, &mut instance, |app| {
+            callback_scope::enter(outbox.scope_id(), connection.id, None, || {
+                app.on_open(connection.id)
+            })
         }))
-        .await;
-        let mut step = match opened {
+        .await
+        {
             Ok(()) => Step::Continue,
             Err(_) => Step::Close(internal_error()),
         };
@@ -173,10 +176,22 @@ where
         let mut pacing = Pacing::new();
         // Set once our close frame is sent: until then, wait for the client's
         // (within `close_timeout`).
-        let mut closing: Option<Ending> = None;
+        let mut closing: Option<Box<Ending>> = None;
         let mut close_timer: Option<Pin<Box<Sleep>>> = None;
 
         let ending = loop {
+            // What the last event queued goes out before anything else is
+            // taken in (a client that does not read stops being read). This is
+            // the loop's one wait besides the `select!` below, and it holds
+            // nothing but the socket: the connection's state stays small.
+            // A close (`Step::Close`, `Step::Abort`) writes the queue itself.
+            if ws.has_queued() && matches!(step, Step::Continue | Step::End(_)) {
+                let written = write_queued(&mut ws, settings.write_timeout).await;
+                if matches!(step, Step::Continue) {
+                    step = flushed(written);
+                    pacing.wrote(&connection);
+                }
+            }
             match step {
                 Step::Continue => {}
                 Step::Close(request) | Step::Abort(request) if closing.is_some() => {
@@ -195,7 +210,7 @@ where
                     if !matches!(sent, Some(Ok(()))) {
                         break ending;
                     }
-                    closing = Some(ending);
+                    closing = Some(Box::new(ending));
                     close_timer = Some(Box::pin(tokio::time::sleep(settings.close_timeout)));
                 }
                 Step::Abort(request) => {
@@ -225,17 +240,14 @@ where
                         ws.release_idle();
                         let payload = bytes::Bytes::copy_from_slice(app.settings().ping_payload.as_bytes());
                         ws.queue(&Message::Ping(payload));
-                        pacing.wrote(&connection);
-                        flushed(within(settings.write_timeout, ws.flush()).await)
+                        Step::Continue
                     }
                     OutboxEvent::Message(message) => {
                         if let Some(wait) = pacing.wait_before_write(&connection) {
                             Box::pin(tokio::time::sleep(wait)).await;
                         }
                         queue_batch(&mut ws, &mut outbox, message, pacing.batch(&connection), app.metrics());
-                        let step = flushed(within(settings.write_timeout, ws.flush()).await);
-                        pacing.wrote(&connection);
-                        step
+                        Step::Continue
                     }
                 },
                 incoming = ws.read() => {
@@ -244,13 +256,10 @@ where
                     match incoming {
                         Ok(incoming) => {
                             let caller = Caller { app: &app, connection: &connection, instance: &mut instance, rate: &mut rate };
+                            // What on_frame queued (a pong, the close reply) is
+                            // written at the top of the loop.
                             let step = match on_frame(caller, &outbox, &mut ws, incoming, closing.is_some()) {
                                 Handled::Step(step) => step,
-                                Handled::Flush => flushed(within(settings.write_timeout, ws.flush()).await),
-                                Handled::FlushThenEnd(ending) => {
-                                    let _ = within(settings.write_timeout, ws.flush()).await;
-                                    Step::End(ending)
-                                }
                                 Handled::Paused(incoming) => {
                                     let caller = Caller { app: &app, connection: &connection, instance: &mut instance, rate: &mut rate };
                                     Box::pin(deliver_when_resumed(caller, &outbox, incoming)).await
@@ -259,7 +268,7 @@ where
                             received.handled();
                             step
                         }
-                        Err(error) => Box::pin(on_read_error(&app, id, error, closing.is_some())).await,
+                        Err(error) => Box::pin(on_read_error(&app, connection.id, error, closing.is_some())).await,
                     }
                 }
                 () = poll_timer(&mut close_timer), if close_timer.is_some() => {
@@ -275,14 +284,38 @@ where
         };
         drop(ws);
 
-        app.registry().remove(id);
+        app.registry().remove(connection.id);
         app.metrics().open.dec();
         outbox.close();
         tracing::debug!(code = ending.code, reason = %ending.reason, "connection closed");
-        Box::pin(app.call_shared(|app| app.on_close(id, ending.code, &ending.reason))).await;
+        let id = connection.id;
+        Box::pin(app.call_shared(|app| {
+            callback_scope::about(id, || app.on_close(id, ending.code, &ending.reason))
+        }))
+        .await;
         drop(slot);
         drop(client_slot);
     }
+}
+
+/// Writes what is queued on `ws`, for at most `limit`; `None` if time ran
+/// out. Like [`within`], but its state is a reference and a timer armed only
+/// if the socket makes it wait, so the connection's future stays small.
+fn write_queued<S>(
+    ws: &mut WebSocket<S>,
+    limit: Duration,
+) -> impl Future<Output = Option<std::io::Result<()>>> + '_
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut deadline: Option<Pin<Box<Sleep>>> = None;
+    std::future::poll_fn(move |cx| {
+        if let std::task::Poll::Ready(result) = ws.poll_flush(cx) {
+            return std::task::Poll::Ready(Some(result));
+        }
+        let sleep = deadline.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        sleep.as_mut().poll(cx).map(|()| None)
+    })
 }
 
 /// Waits for the close timer (never ready without one).
@@ -428,13 +461,10 @@ struct Caller<'a> {
     rate: &'a mut Option<RateLimiter>,
 }
 
-/// What handling a frame left to do.
+/// What handling a frame left to do (an answer it queued, a pong or the
+/// close reply, is written before the step is taken).
 enum Handled {
     Step(Step),
-    /// Write the answer queued (a pong), then go on.
-    Flush,
-    /// Write the answer queued (the close reply), then end.
-    FlushThenEnd(Ending),
     /// The mount is paused (a reload): deliver this once it resumes.
     Paused(Incoming),
 }
@@ -461,7 +491,7 @@ where
         Incoming::Binary(bytes) => bytes.len(),
         Incoming::Ping(payload) => {
             ws.queue_pong(payload);
-            return Handled::Flush;
+            return Handled::Step(Step::Continue);
         }
         // Any frame counts as a sign of life.
         Incoming::Pong => return Handled::Step(Step::Continue),
@@ -476,12 +506,15 @@ where
             }
             // Answer with the client's code.
             ws.queue_close_reply(payload);
-            return Handled::FlushThenEnd(ending);
+            return Handled::Step(Step::End(ending));
         }
     };
     app.metrics().messages_in.inc();
     app.metrics().bytes_in.inc_by(len as u64);
-    if let Some(Err(exceeded)) = rate.as_mut().map(|r| r.spend(len)) {
+    if let Some(Err(exceeded)) = rate
+        .as_mut()
+        .map(|r| r.spend(app.settings().rate_limits, len))
+    {
         tracing::debug!(%exceeded, "closing a client over its rate limit");
         return Handled::Step(Step::Close(CloseRequest {
             code: 1008,
@@ -512,11 +545,11 @@ fn deliver(
     match incoming {
         Incoming::Text(text) => {
             let bytes: &bytes::Bytes = text.as_ref();
-            callback_scope::enter(scope, Some(bytes), || {
+            callback_scope::enter(scope, id, Some(bytes), || {
                 app.on_message(id, MessageRef::Text(RStr::from_str(text.as_str())))
             })
         }
-        Incoming::Binary(bytes) => callback_scope::enter(scope, Some(bytes), || {
+        Incoming::Binary(bytes) => callback_scope::enter(scope, id, Some(bytes), || {
             app.on_message(id, MessageRef::Binary(RSlice::from_slice(bytes)))
         }),
         _ => Ok(()),
@@ -572,7 +605,8 @@ async fn on_read_error(app: &MountedApp, id: ConnId, error: ReadError, closing: 
     };
     tracing::debug!(%error, code, "closing on client error");
     let text = error.to_string();
-    app.call_shared(|app| app.on_error(id, &text)).await;
+    app.call_shared(|app| callback_scope::about(id, || app.on_error(id, &text)))
+        .await;
     Step::Abort(CloseRequest {
         code,
         reason: reason.to_owned(),

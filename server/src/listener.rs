@@ -110,7 +110,7 @@ async fn accept_loop(bound: Bound, server: Arc<Server>) {
                 tracing::warn!(%peer, %limit, held_back, "connection refused (held_back: refusals not logged in the last second)");
             }
         }
-        let span = tracing::info_span!("conn", %peer, path = field::Empty, id = field::Empty);
+        let span = tracing::debug_span!("conn", %peer, path = field::Empty, id = field::Empty);
         if tls {
             let tracker = server.tracker().clone();
             let server = server.clone();

@@ -78,7 +78,8 @@ pub enum OutboxEvent {
 struct Queue {
     messages: VecDeque<Message>,
     bytes: usize,
-    close: Option<CloseRequest>,
+    /// Boxed: rare, and every connection's queue would carry it.
+    close: Option<Box<CloseRequest>>,
     close_requested: bool,
     receiver_gone: bool,
     /// The keepalive asks for a ping.
@@ -121,8 +122,10 @@ impl Shared {
 #[derive(Debug)]
 pub struct Outbox {
     shared: Arc<Shared>,
-    max_messages: usize,
-    max_bytes: usize,
+    /// u32: every connection carries them (a larger setting is taken as
+    /// 4 Gi).
+    max_messages: u32,
+    max_bytes: u32,
     drops: DropCounter,
     /// Close the connection when its queue overflows (a slow consumer). Off
     /// for a paced connection (one frame per write): the server itself sets
@@ -158,8 +161,8 @@ pub fn outbox(
     (
         Outbox {
             shared: shared.clone(),
-            max_messages,
-            max_bytes,
+            max_messages: u32::try_from(max_messages).unwrap_or(u32::MAX),
+            max_bytes: u32::try_from(max_bytes).unwrap_or(u32::MAX),
             drops,
             close_when_full: AtomicBool::new(true),
         },
@@ -187,8 +190,8 @@ impl Outbox {
         if queue.receiver_gone {
             return Err(QueueError::Closed);
         }
-        let full = queue.messages.len() >= self.max_messages
-            || (queue.bytes > 0 && queue.bytes + len > self.max_bytes);
+        let full = queue.messages.len() >= self.max_messages as usize
+            || (queue.bytes > 0 && queue.bytes + len > self.max_bytes as usize);
         let refused = if full {
             Some((QueueError::Full, slow_consumer()))
         } else if !self.shared.budget.try_reserve(len) {
@@ -262,7 +265,7 @@ impl Outbox {
 fn request(queue: &mut Queue, close: CloseRequest) {
     if !queue.close_requested {
         queue.close_requested = true;
-        queue.close = Some(close);
+        queue.close = Some(Box::new(close));
     }
 }
 
@@ -307,7 +310,7 @@ impl OutboxReceiver {
             return Some(OutboxEvent::Unresponsive);
         }
         if let Some(close) = queue.close.take() {
-            return Some(OutboxEvent::Close(close));
+            return Some(OutboxEvent::Close(*close));
         }
         if std::mem::take(&mut queue.ping) {
             return Some(OutboxEvent::Ping);

@@ -93,12 +93,12 @@ where
     let client_slot = if client.ip() == peer.ip() {
         None
     } else {
-        Some(
+        Some(Box::new(
             server
                 .limits()
                 .acquire_for_address(client.ip())
                 .map_err(RejectHandshake::Limit)?,
-        )
+        ))
     };
     if server.shutdown_token().is_cancelled() {
         return Err(RejectHandshake::ShuttingDown);
@@ -155,10 +155,13 @@ where
     };
     let on_upgrade = hyper::upgrade::on(request);
     let budget = server.memory_budget().clone();
+    let tracker = server.tracker().clone();
+    // This task only waits for hyper to hand the stream over; the connection
+    // then gets a task of its own, and this one (with what it held) is freed.
     server.tracker().spawn(
         async move {
             match on_upgrade.await {
-                Ok(upgraded) => run_websocket::<S>(upgraded, open, budget).await,
+                Ok(upgraded) => spawn_websocket::<S>(&tracker, upgraded, open, budget),
                 Err(error) => tracing::debug!(%error, "upgrade did not complete"),
             }
         }
@@ -168,8 +171,10 @@ where
 }
 
 /// Turns the upgraded connection back into the accepted stream type when it can
-/// (so WebSocket I/O skips hyper's boxed wrapper), then serves the WebSocket.
-async fn run_websocket<S>(
+/// (so WebSocket I/O skips hyper's boxed wrapper), and spawns the task that
+/// serves the WebSocket, in the current (connection's) span.
+fn spawn_websocket<S>(
+    tracker: &tokio_util::task::TaskTracker,
     upgraded: hyper::upgrade::Upgraded,
     open: OpenConnection,
     budget: MemoryBudget,
@@ -177,6 +182,7 @@ async fn run_websocket<S>(
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let limits = open.settings.read_limits;
+    let span = Span::current();
     match upgraded.downcast::<TokioIo<S>>() {
         Ok(parts) => {
             // Copy the leftover bytes and drop `read_buf`: it is a view into
@@ -187,13 +193,12 @@ async fn run_websocket<S>(
             drop(read_buf);
             let (io, received) = BudgetedIo::new(io.into_inner(), budget);
             let ws = WebSocket::new(io, &leftover, limits);
-            // Boxed, so the task does not also carry the fallback branch's states.
-            Box::pin(connection::serve(ws, open, received)).await;
+            tracker.spawn(connection::serve(ws, open, received).instrument(span));
         }
         Err(upgraded) => {
             let (io, received) = BudgetedIo::new(TokioIo::new(upgraded), budget);
             let ws = WebSocket::new(io, &[], limits);
-            Box::pin(connection::serve(ws, open, received)).await;
+            tracker.spawn(connection::serve(ws, open, received).instrument(span));
         }
     }
 }

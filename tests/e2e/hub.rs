@@ -332,6 +332,15 @@ async fn echo_returns_the_packet_after_next_and_quit_or_bad_json_close() {
     let mut careless = BrowserLike::connect(&server, "/hub").await;
     careless.ws.send(Message::text("{not json")).await.unwrap();
     assert_eq!(expect_close(&mut careless.ws).await.0, 1003);
+    // The app's log line (info) names the connection it is about.
+    let conn = careless.uuid.split('.').next().unwrap().to_owned();
+    let log = server.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("invalid JSON from a client"))
+        .unwrap_or_else(|| panic!("no log line for the bad JSON in:\n{log}"));
+    assert!(line.contains(&format!("conn={conn}")), "{line}");
+    assert!(line.contains("app=/hub"), "{line}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

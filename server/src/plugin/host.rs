@@ -371,12 +371,14 @@ impl Host for AppHost {
 
     fn log(&self, level: LogLevel, text: RStr<'_>) {
         let (app, text) = (&*self.app, text.as_str());
+        // The connection whose callback logs (none outside callbacks).
+        let conn = crate::callback_scope::current_conn().map(tracing::field::display);
         match level {
-            LogLevel::ERROR => tracing::error!(target: "plugin", app = %app, "{text}"),
-            LogLevel::WARN => tracing::warn!(target: "plugin", app = %app, "{text}"),
-            LogLevel::INFO => tracing::info!(target: "plugin", app = %app, "{text}"),
-            LogLevel::DEBUG => tracing::debug!(target: "plugin", app = %app, "{text}"),
-            _ => tracing::trace!(target: "plugin", app = %app, "{text}"),
+            LogLevel::ERROR => tracing::error!(target: "plugin", app = %app, conn, "{text}"),
+            LogLevel::WARN => tracing::warn!(target: "plugin", app = %app, conn, "{text}"),
+            LogLevel::INFO => tracing::info!(target: "plugin", app = %app, conn, "{text}"),
+            LogLevel::DEBUG => tracing::debug!(target: "plugin", app = %app, conn, "{text}"),
+            _ => tracing::trace!(target: "plugin", app = %app, conn, "{text}"),
         }
     }
 }

@@ -91,7 +91,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
 
     /// Writes everything queued (cancel-safe).
     pub async fn flush(&mut self) -> std::io::Result<()> {
-        std::future::poll_fn(|cx| self.writer.poll_flush(cx, &mut self.io)).await
+        std::future::poll_fn(|cx| self.poll_flush(cx)).await
+    }
+
+    /// Writes what is queued; ready once all of it is written.
+    pub fn poll_flush(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.writer.poll_flush(cx, &mut self.io)
     }
 
     /// Whether queued frames wait to be written.

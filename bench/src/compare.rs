@@ -287,6 +287,7 @@ pub(crate) fn run(args: CompareArgs) -> anyhow::Result<()> {
         ("100 conns x 32 B", shape(100, 32)),
         ("1000 conns x 1 KiB", shape(1000, 1024)),
         ("1 conn x 64 KiB", shape(1, 64 * 1024)),
+        ("100 conns x 64 KiB", shape(100, 64 * 1024)),
         ("1 conn x 1 MiB", shape(1, 1 << 20)),
     ];
     println!(

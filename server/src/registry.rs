@@ -36,6 +36,8 @@ pub struct HandshakeFacts {
     pub data: String,
     /// What the mount's path pattern captured, percent-decoded.
     pub params: Vec<(String, String)>,
+    /// The `Sec-WebSocket-Extensions` the server answered (empty: none).
+    pub extensions: Box<str>,
 }
 
 /// What the server keeps about one open connection.
@@ -525,6 +527,7 @@ mod tests {
             subprotocol: None,
             data: String::new(),
             params: Vec::new(),
+            extensions: Box::default(),
         };
         registry.insert(Arc::new(Connection::new(id, tx, handshake)));
         (id, rx)

@@ -115,9 +115,25 @@ where
         };
         ask_app(&app, call.instance(), id, client, request, &upgrade, seen)?
     };
-    let response = switching_protocols(&upgrade, &accepted);
-
+    let mut response = switching_protocols(&upgrade, &accepted);
     let settings = app.settings();
+    // permessage-deflate, when the app has it on and the client offers it.
+    let deflate = settings.compression.as_ref().and_then(|ours| {
+        let offers = request
+            .headers()
+            .get_all(header::SEC_WEBSOCKET_EXTENSIONS)
+            .iter()
+            .filter_map(|value| value.to_str().ok());
+        crate::websocket::deflate::negotiate(offers, ours)
+    });
+    if let Some((_, answer)) = &deflate {
+        if let Ok(value) = HeaderValue::try_from(answer.as_str()) {
+            response
+                .headers_mut()
+                .insert(header::SEC_WEBSOCKET_EXTENSIONS, value);
+        }
+    }
+
     let kept = &settings.info_headers;
     let headers = request
         .headers()
@@ -143,6 +159,9 @@ where
         subprotocol: accepted.subprotocol,
         data: accepted.data,
         params,
+        extensions: deflate
+            .as_ref()
+            .map_or_else(Box::default, |(_, answer)| answer.as_str().into()),
     };
     let open = OpenConnection {
         app,
@@ -156,12 +175,13 @@ where
     let on_upgrade = hyper::upgrade::on(request);
     let budget = server.memory_budget().clone();
     let tracker = server.tracker().clone();
+    let agreed = deflate.map(|(agreed, _)| agreed);
     // This task only waits for hyper to hand the stream over; the connection
     // then gets a task of its own, and this one (with what it held) is freed.
     server.tracker().spawn(
         async move {
             match on_upgrade.await {
-                Ok(upgraded) => spawn_websocket::<S>(&tracker, upgraded, open, budget),
+                Ok(upgraded) => spawn_websocket::<S>(&tracker, upgraded, open, budget, agreed),
                 Err(error) => tracing::debug!(%error, "upgrade did not complete"),
             }
         }
@@ -178,6 +198,7 @@ fn spawn_websocket<S>(
     upgraded: hyper::upgrade::Upgraded,
     open: OpenConnection,
     budget: MemoryBudget,
+    deflate: Option<crate::websocket::deflate::Agreed>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -192,12 +213,12 @@ fn spawn_websocket<S>(
             let leftover = read_buf.to_vec();
             drop(read_buf);
             let (io, received) = BudgetedIo::new(io.into_inner(), budget);
-            let ws = WebSocket::new(io, &leftover, limits);
+            let ws = WebSocket::new(io, &leftover, limits, deflate.as_ref());
             tracker.spawn(connection::serve(ws, open, received).instrument(span));
         }
         Err(upgraded) => {
             let (io, received) = BudgetedIo::new(TokioIo::new(upgraded), budget);
-            let ws = WebSocket::new(io, &[], limits);
+            let ws = WebSocket::new(io, &[], limits, deflate.as_ref());
             tracker.spawn(connection::serve(ws, open, received).instrument(span));
         }
     }

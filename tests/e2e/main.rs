@@ -8,6 +8,8 @@ mod echo;
 mod commands;
 // RFC 6455 behaviour: fragmentation, ping/pong, close handshake and close codes.
 mod protocol;
+// permessage-deflate: negotiation, compressed frames, bad and hostile input.
+mod compression;
 // HTTP answers: 404, 426, 405, 400, subprotocols, malformed requests, limits.
 mod http;
 // Config and plugin errors, `check` and `plugins`.

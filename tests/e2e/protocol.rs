@@ -137,7 +137,7 @@ pub(crate) async fn raw_websocket(server: &TestServer, path: &str) -> TcpStream 
 }
 
 /// Reads one unmasked server frame: (opcode, payload).
-async fn read_frame(stream: &mut TcpStream) -> (u8, Vec<u8>) {
+pub(crate) async fn read_frame(stream: &mut TcpStream) -> (u8, Vec<u8>) {
     let mut header = [0u8; 2];
     stream.read_exact(&mut header).await.unwrap();
     let len = match header[1] & 0x7f {
@@ -202,7 +202,7 @@ async fn a_client_that_answers_pings_stays_connected() {
 }
 
 /// A masked client frame (`first` is FIN/RSV/opcode).
-fn masked(first: u8, payload: &[u8]) -> Vec<u8> {
+pub(crate) fn masked(first: u8, payload: &[u8]) -> Vec<u8> {
     let mask = [0x37, 0xFA, 0x21, 0x3D];
     let mut frame = vec![first];
     let len = payload.len();

@@ -398,6 +398,17 @@ impl TestServer {
             .expect("write config");
     }
 
+    /// A memory figure of the process from /proc (`VmRSS`, `VmHWM`: the peak), in KiB.
+    pub fn memory_kib(&self, field: &str) -> u64 {
+        let pid = self.child.id().expect("running");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+    }
+
     /// Sends SIGHUP.
     pub fn hangup(&self) {
         let pid = self.child.id().expect("running");

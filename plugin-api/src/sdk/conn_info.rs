@@ -56,6 +56,13 @@ impl ConnInfo {
         }
     }
 
+    /// Whether the connection's messages may be compressed (permessage-deflate
+    /// was negotiated). The server compresses and decompresses; the app sees
+    /// the same messages either way.
+    pub fn compressed(&self) -> bool {
+        self.extensions.contains("permessage-deflate")
+    }
+
     /// A value the mount's path pattern captured (`param("room")` for `/rooms/{room}`).
     pub fn param(&self, name: &str) -> Option<&str> {
         self.params

@@ -182,9 +182,22 @@ pub struct ServerConfig {
     pub slow_callback: Duration,
     /// What one client may send per second, by default (apps may override).
     pub rate_limits: crate::rate::RateLimits,
+    /// permessage-deflate for apps that do not say (`compression = "on"`,
+    /// the default); `None`: off.
+    pub compression: Option<DeflateSettings>,
     /// Proxies whose `Forwarded` / `X-Forwarded-For` is believed about the
     /// client's address, for every check (`push.trusted_proxies` adds to it).
     pub trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+/// permessage-deflate settings of one app (`compression*` in `[server]`,
+/// `compression` per app).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeflateSettings {
+    /// Messages smaller than this are sent uncompressed.
+    pub threshold: usize,
+    /// The largest window (8..=15) the server uses, and asks clients to use.
+    pub window_bits: u8,
 }
 
 /// `[server.tls]`: a certificate chain and key (PEM files) that make `listen`
@@ -230,6 +243,8 @@ pub struct AppConfig {
     pub drain_timeout: Duration,
     /// What one client of this app may send per second.
     pub rate_limits: crate::rate::RateLimits,
+    /// permessage-deflate for this app's connections; `None`: off.
+    pub compression: Option<DeflateSettings>,
     /// Line of the `[app.config]` table (of the app when it has none).
     pub config_line: usize,
     /// Every key path of `[app.config]` (`history`, `rooms[0].name`) with its

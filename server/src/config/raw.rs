@@ -113,6 +113,9 @@ pub(super) struct RawServer {
     pub(super) slow_callback: Option<Spanned<HumanDuration>>,
     pub(super) message_rate: Option<u64>,
     pub(super) byte_rate: Option<Spanned<ByteSize>>,
+    pub(super) compression: Option<Spanned<String>>,
+    pub(super) compression_threshold: Option<Spanned<ByteSize>>,
+    pub(super) compression_window_bits: Option<Spanned<u8>>,
 }
 
 /// `[server.tls]`.
@@ -143,4 +146,5 @@ pub(super) struct RawApp {
     pub(super) message_rate: Option<u64>,
     pub(super) byte_rate: Option<Spanned<ByteSize>>,
     pub(super) drain_timeout: Option<Spanned<HumanDuration>>,
+    pub(super) compression: Option<Spanned<String>>,
 }

@@ -15,6 +15,7 @@ use super::mounts::Located;
 use super::raw::{RawAdmin, RawApp, RawCluster, RawConfig, RawEndpoint, RawPush, RawServer};
 use super::source::{ConfigProblem, SourceFile};
 use super::units::{ByteSize, HumanDuration};
+use super::DeflateSettings;
 use super::{
     parse_ip_net, AdminConfig, AppConfig, ClusterConfig, Config, EndpointConfig, PluginSpec,
     PushConfig, ReloadMode, ServerConfig, TlsConfig, DEFAULT_INFO_HEADERS, RESERVED_PREFIX,
@@ -35,6 +36,33 @@ pub(super) const DEFAULT_MESSAGE_RATE: u64 = 1000;
 
 /// Bytes per second one client may send unless the config says otherwise.
 pub(super) const DEFAULT_BYTE_RATE: u64 = 64 << 20;
+
+/// Messages smaller than this go uncompressed: under a few hundred bytes,
+/// deflate's own overhead eats most of what it saves.
+pub(super) const DEFAULT_COMPRESSION_THRESHOLD: usize = 256;
+
+/// `compression = "on" | "off"`; `default` when absent.
+fn compression_switch(
+    value: Option<Spanned<String>>,
+    default: bool,
+    key: &str,
+    check: &mut Checker<'_>,
+) -> bool {
+    match value {
+        None => default,
+        Some(value) => match value.get_ref().as_str() {
+            "on" => true,
+            "off" => false,
+            other => {
+                check.report(
+                    Some(value.span()),
+                    format!("{key} = {other:?}: expected \"on\" or \"off\""),
+                );
+                default
+            }
+        },
+    }
+}
 
 /// A byte range in the config file.
 type Span = std::ops::Range<usize>;
@@ -309,6 +337,32 @@ fn validate_server(s: RawServer, base: &Path, check: &mut Checker<'_>) -> Server
             messages: s.message_rate.unwrap_or(DEFAULT_MESSAGE_RATE),
             bytes: s.byte_rate.map_or(DEFAULT_BYTE_RATE, |b| b.into_inner().0),
         },
+        compression: {
+            let on = compression_switch(s.compression, true, "compression", check);
+            let threshold = s
+                .compression_threshold
+                .map_or(DEFAULT_COMPRESSION_THRESHOLD, |b| {
+                    usize::try_from(b.into_inner().0).unwrap_or(usize::MAX)
+                });
+            let window_bits = match s.compression_window_bits {
+                None => 15,
+                Some(bits) if (8..=15).contains(bits.get_ref()) => bits.into_inner(),
+                Some(bits) => {
+                    check.report(
+                        Some(bits.span()),
+                        format!(
+                            "compression_window_bits = {}: expected 8 to 15 (a window of 2^bits bytes)",
+                            bits.get_ref()
+                        ),
+                    );
+                    15
+                }
+            };
+            on.then_some(DeflateSettings {
+                threshold,
+                window_bits,
+            })
+        },
         tls: s.tls.map(|tls| {
             let listen_plain = &listen;
             let listen = tls.listen.map(|listen| {
@@ -417,6 +471,20 @@ fn validate_app(
         },
     };
     let drain_timeout = check.positive_duration(app.drain_timeout, Duration::from_secs(30));
+    // The server's compression settings, unless the app turns it off (or on,
+    // when the server's default is off).
+    let compression = match compression_switch(
+        app.compression,
+        server.compression.is_some(),
+        "compression",
+        check,
+    ) {
+        false => None,
+        true => Some(server.compression.unwrap_or(DeflateSettings {
+            threshold: DEFAULT_COMPRESSION_THRESHOLD,
+            window_bits: 15,
+        })),
+    };
     let rate_limits = RateLimits {
         messages: app.message_rate.unwrap_or(server.rate_limits.messages),
         bytes: app
@@ -428,6 +496,7 @@ fn validate_app(
         reload,
         drain_timeout,
         rate_limits,
+        compression,
         path: paths[0].clone(),
         paths,
         line,

@@ -275,7 +275,7 @@ impl Host for AppHost {
                         value: value.as_str().into(),
                     })
                     .collect(),
-                extensions: RString::new(),
+                extensions: RString::from(&*h.extensions),
             }
         }))
     }

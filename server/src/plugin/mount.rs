@@ -50,6 +50,8 @@ pub struct MountSettings {
     pub paths: Vec<String>,
     /// What one client may send per second.
     pub rate_limits: crate::rate::RateLimits,
+    /// permessage-deflate, if the app has it on.
+    pub compression: Option<crate::config::DeflateSettings>,
 }
 
 impl MountSettings {
@@ -62,6 +64,7 @@ impl MountSettings {
             ping_payload: config.ping_payload.clone(),
             paths: config.paths.clone(),
             rate_limits: config.rate_limits,
+            compression: config.compression,
         }
     }
 }

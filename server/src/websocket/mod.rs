@@ -11,6 +11,7 @@
 //! The handshake stays with hyper and `tungstenite::handshake`; `frame` is
 //! the wire format, `read` and `write` the two directions.
 
+pub mod deflate;
 pub mod frame;
 pub mod read;
 pub mod write;
@@ -31,16 +32,25 @@ pub struct WebSocket<S> {
     io: S,
     reader: Reader,
     writer: Writer,
+    /// With permessage-deflate: what compresses outgoing messages.
+    compressor: Option<deflate::Compressor>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// The protocol over `io`, starting with `leftover`, bytes the handshake
-    /// read past its end.
-    pub fn new(io: S, leftover: &[u8], limits: ReadLimits) -> Self {
+    /// read past its end; `deflate`: what the handshake agreed on
+    /// permessage-deflate, if it did.
+    pub fn new(
+        io: S,
+        leftover: &[u8],
+        limits: ReadLimits,
+        deflate: Option<&deflate::Agreed>,
+    ) -> Self {
         WebSocket {
             io,
-            reader: Reader::new(limits, leftover),
+            reader: Reader::new(limits, leftover, deflate.map(deflate::Inflater::new)),
             writer: Writer::default(),
+            compressor: deflate.map(deflate::Compressor::new),
         }
     }
 
@@ -52,11 +62,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// Queues a message (written by [`flush`](Self::flush)).
     pub fn queue(&mut self, message: &Message) {
         match message {
-            Message::Text(text) => {
-                let bytes: &Bytes = text.as_ref();
-                self.writer.queue(OpCode::Text, false, bytes);
-            }
-            Message::Binary(bytes) => self.writer.queue(OpCode::Binary, false, bytes),
+            Message::Text(text) => self.queue_data(OpCode::Text, text.as_ref()),
+            Message::Binary(bytes) => self.queue_data(OpCode::Binary, bytes),
             Message::Ping(bytes) => self.writer.queue(OpCode::Ping, false, bytes),
             Message::Pong(bytes) => self.writer.queue(OpCode::Pong, false, bytes),
             Message::Close(frame) => {
@@ -67,6 +74,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             }
             // Raw frames are never queued by the server.
             Message::Frame(_) => {}
+        }
+    }
+
+    /// Queues a data message, compressed when that was agreed and pays.
+    fn queue_data(&mut self, opcode: OpCode, payload: &Bytes) {
+        match self.compressor.as_ref().and_then(|c| c.compress(payload)) {
+            Some(compressed) => self.writer.queue(opcode, true, &compressed),
+            None => self.writer.queue(opcode, false, payload),
         }
     }
 
@@ -147,7 +162,7 @@ mod tests {
             max_frame_size: 1024,
             read_size: 4096,
         };
-        let mut ws = WebSocket::new(server, &[], limits);
+        let mut ws = WebSocket::new(server, &[], limits, None);
         // Half a frame, then a cancelled read, then the rest.
         let mut wire = vec![0x81, 0x82, 0, 0, 0, 0];
         wire.extend_from_slice(b"hi");

@@ -22,6 +22,7 @@ use tokio::io::AsyncRead;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::io::poll_read_buf;
 
+use super::deflate::{InflateError, Inflater};
 use super::frame::{self, CloseError, ClosePayload, Header, HeaderError, OpCode};
 
 /// Most bytes reserved for a message before its bytes arrive: a frame's
@@ -78,6 +79,9 @@ pub enum ReadError {
     /// A text message or close reason that is not UTF-8.
     #[error("invalid UTF-8 in a text message or close reason")]
     Utf8,
+    /// A compressed message whose data does not inflate (permessage-deflate).
+    #[error("{0}")]
+    Compression(String),
 }
 
 impl ReadError {
@@ -87,7 +91,7 @@ impl ReadError {
             ReadError::Closed | ReadError::Io(_) => None,
             ReadError::Protocol(_) => Some(1002),
             ReadError::TooBig(_) => Some(1009),
-            ReadError::Utf8 => Some(1007),
+            ReadError::Utf8 | ReadError::Compression(_) => Some(1007),
         }
     }
 }
@@ -113,6 +117,8 @@ struct FrameInProgress {
 #[derive(Debug)]
 struct MessageInProgress {
     text: bool,
+    /// Its first frame had RSV1 (permessage-deflate): the payload is compressed.
+    compressed: bool,
     payload: BytesMut,
 }
 
@@ -126,17 +132,21 @@ pub struct Reader {
     message: Option<MessageInProgress>,
     /// The payload of the control frame in progress.
     control: BytesMut,
+    /// With permessage-deflate negotiated: RSV1 marks compressed messages.
+    inflater: Option<Box<Inflater>>,
 }
 
 impl Reader {
-    /// A reader that starts with `leftover`, bytes read with the handshake.
-    pub fn new(limits: ReadLimits, leftover: &[u8]) -> Self {
+    /// A reader that starts with `leftover`, bytes read with the handshake;
+    /// with `inflater`, compressed messages are inflated.
+    pub fn new(limits: ReadLimits, leftover: &[u8], inflater: Option<Inflater>) -> Self {
         Reader {
             limits,
             carried: BytesMut::from(leftover),
             frame: None,
             message: None,
             control: BytesMut::new(),
+            inflater: inflater.map(Box::new),
         }
     }
 
@@ -245,7 +255,7 @@ impl Reader {
                 }
                 continue;
             }
-            match frame::parse_header(&input[pos..], false)? {
+            match frame::parse_header(&input[pos..], self.inflater.is_some())? {
                 None => return Ok((pos, None)),
                 Some((header, len)) => {
                     pos += len;
@@ -264,6 +274,17 @@ impl Reader {
                 self.limits.max_frame_size
             )));
         }
+        if header.rsv1 && !matches!(header.opcode, OpCode::Text | OpCode::Binary) {
+            // RFC 7692 §6.1: only a data message's first frame carries it.
+            return Err(ReadError::Protocol(format!(
+                "RSV1 set on a {} frame",
+                if header.opcode.is_control() {
+                    "control"
+                } else {
+                    "continuation"
+                }
+            )));
+        }
         match header.opcode {
             OpCode::Text | OpCode::Binary => {
                 if self.message.is_some() {
@@ -274,6 +295,7 @@ impl Reader {
                 self.check_message_size(len)?;
                 self.message = Some(MessageInProgress {
                     text: header.opcode == OpCode::Text,
+                    compressed: header.rsv1,
                     payload: BytesMut::with_capacity(len.min(RESERVE_AHEAD)),
                 });
             }
@@ -320,7 +342,15 @@ impl Reader {
                 let Some(message) = self.message.take() else {
                     return Ok(None);
                 };
-                let payload = message.payload.freeze();
+                let payload = match (message.compressed, &mut self.inflater) {
+                    (true, Some(inflater)) => inflater
+                        .inflate(&message.payload, self.limits.max_message_size)
+                        .map_err(|error| match error {
+                            InflateError::TooBig(_) => ReadError::TooBig(error.to_string()),
+                            InflateError::Invalid(_) => ReadError::Compression(error.to_string()),
+                        })?,
+                    _ => message.payload.freeze(),
+                };
                 if message.text {
                     Utf8Bytes::try_from(payload)
                         .map(|text| Some(Incoming::Text(text)))
@@ -400,7 +430,7 @@ mod tests {
                 tokio::task::yield_now().await;
             }
         });
-        let mut reader = Reader::new(limits, &[]);
+        let mut reader = Reader::new(limits, &[], None);
         let mut out = Vec::new();
         loop {
             match std::future::poll_fn(|cx| reader.poll_next(cx, &mut server)).await {
@@ -481,7 +511,7 @@ mod tests {
     async fn leftover_handshake_bytes_are_read_first() {
         let wire = masked(0x81, b"early");
         let (_client, mut server) = tokio::io::duplex(64);
-        let mut reader = Reader::new(LIMITS, &wire);
+        let mut reader = Reader::new(LIMITS, &wire, None);
         let got = std::future::poll_fn(|cx| reader.poll_next(cx, &mut server)).await;
         assert_eq!(got.unwrap(), Incoming::Text("early".into()));
         assert!(reader.carried.is_empty() && reader.carried.capacity() == 0);

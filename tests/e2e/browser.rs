@@ -72,7 +72,7 @@ fn demo_pages_and_the_client_library_work_in_chromium() {
     );
     assert!(run.status.success(), "browser tests failed:\n{output}");
     assert!(
-        output.contains("# fail 0") && output.contains("# pass 13"),
+        output.contains("# fail 0") && output.contains("# pass 16"),
         "unexpected browser test summary:\n{output}"
     );
 }

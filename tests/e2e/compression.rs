@@ -404,3 +404,97 @@ async fn plugins_see_whether_a_connection_is_compressed() {
     assert_eq!(reply["result"]["ok"]["compressed"], true, "{reply}");
     assert_eq!(reply["result"]["ok"]["extensions"], answer.as_str());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn python_websockets_negotiates_every_parameter_set_and_messages_arrive_intact() {
+    // Python's `websockets` implements RFC 7692 fully, window bits included.
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("python");
+    let deps = dir.join("deps");
+    if !deps.join("websockets").exists() {
+        let installed = std::process::Command::new("python3")
+            .args(["-m", "pip", "install", "--quiet", "--target"])
+            .arg(&deps)
+            .arg("websockets==15.*")
+            .status()
+            .is_ok_and(|s| s.success());
+        if !installed {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI must run the Python interop test, but websockets could not be installed into {}",
+                deps.display()
+            );
+            eprintln!("SKIPPED: python3 -m pip could not install websockets");
+            return;
+        }
+    }
+    let server = TestServer::start(config()).await;
+    let output = tokio::process::Command::new("python3")
+        .arg(dir.join("deflate_client.py"))
+        .arg(format!("ws://{}/echo", server.addr))
+        .env("PYTHONPATH", &deps)
+        .output()
+        .await
+        .expect("run python3");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "{text}");
+    assert_eq!(
+        text.lines().filter(|l| l.starts_with("ok ")).count(),
+        5,
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_protocol_checks_hold_with_compression_negotiated() {
+    let server = TestServer::start(config()).await;
+    // Every forbidden frame gets the same close code (RSV1 on a data frame
+    // is no longer forbidden: it is the compressed bit).
+    for (what, wire, expected) in crate::protocol::forbidden_frames().into_iter().skip(1) {
+        let (mut stream, answer) = handshake(&server, "/echo", Some(BROWSER_OFFER)).await;
+        assert!(answer.is_some());
+        stream.write_all(&wire).await.unwrap();
+        assert_eq!(close_code(&mut stream).await, expected, "{what}");
+    }
+
+    // Pings inside a fragmented message and pipelined messages, in order.
+    let (mut stream, _) = handshake(&server, "/echo", Some(BROWSER_OFFER)).await;
+    let mut wire = masked(0x01, b"frag");
+    wire.extend(masked(0x89, b"p1"));
+    wire.extend(masked(0x00, b"men"));
+    wire.extend(masked(0x80, b"ted"));
+    wire.extend(masked(0x82, &[1, 2, 3]));
+    wire.extend(masked(0x81, b"last"));
+    stream.write_all(&wire).await.unwrap();
+    let mut got = Vec::new();
+    for _ in 0..4 {
+        let (_, rsv1, opcode, payload) = read_frame(&mut stream).await;
+        assert!(!rsv1, "small messages go uncompressed");
+        got.push((opcode, payload));
+    }
+    assert_eq!(
+        got,
+        vec![
+            (0xA, b"p1".to_vec()),
+            (0x1, b"fragmented".to_vec()),
+            (0x2, vec![1, 2, 3]),
+            (0x1, b"last".to_vec()),
+        ]
+    );
+
+    // 300 KB in one write, and 2 KB a byte at a time: back whole (compressed).
+    let big: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
+    stream.write_all(&masked(0x82, &big)).await.unwrap();
+    let (_, rsv1, opcode, payload) = read_frame(&mut stream).await;
+    assert!(rsv1 && opcode == 0x2);
+    assert!(inflate(&payload, 15) == big, "300 KB");
+    for byte in masked(0x82, &big[..2000]) {
+        stream.write_all(&[byte]).await.unwrap();
+    }
+    let (_, rsv1, _, payload) = read_frame(&mut stream).await;
+    assert!(rsv1);
+    assert!(inflate(&payload, 15) == big[..2000]);
+}

@@ -235,11 +235,11 @@ async fn close_code_for(server: &TestServer, wire: &[u8]) -> u16 {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn frames_the_protocol_forbids_close_with_1002_and_bad_text_with_1007() {
-    // Each case on a connection of its own, all through one server's checks.
-    let server = TestServer::start(TestConfig::new()).await;
-    let cases: Vec<(&str, Vec<u8>, u16)> = vec![
+/// Frames the protocol forbids, each with the close code it must get; the
+/// first (RSV1 with no extension) only where permessage-deflate is not
+/// negotiated.
+pub(crate) fn forbidden_frames() -> Vec<(&'static str, Vec<u8>, u16)> {
+    vec![
         ("RSV1 without an extension", masked(0xC1, b"x"), 1002),
         ("RSV3", masked(0x91, b"x"), 1002),
         ("reserved opcode 0x3", masked(0x83, b"x"), 1002),
@@ -278,7 +278,14 @@ async fn frames_the_protocol_forbids_close_with_1002_and_bad_text_with_1007() {
             [masked(0x01, &[0xCE]), masked(0x80, &[0x41])].concat(),
             1007,
         ),
-    ];
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn frames_the_protocol_forbids_close_with_1002_and_bad_text_with_1007() {
+    // Each case on a connection of its own, all through one server's checks.
+    let server = TestServer::start(TestConfig::new()).await;
+    let cases = forbidden_frames();
     for (what, wire, expected) in cases {
         assert_eq!(close_code_for(&server, &wire).await, expected, "{what}");
     }

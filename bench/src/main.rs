@@ -10,6 +10,7 @@ mod baseline;
 mod chart;
 mod cluster;
 mod compare;
+mod compression;
 mod fanout;
 mod load;
 mod soak;
@@ -32,6 +33,9 @@ struct Cli {
 enum Command {
     /// Run every scenario against the baseline and Switchboard, alternating (the default).
     Compare(compare::CompareArgs),
+    /// Chat-like JSON echoed with permessage-deflate and without: msgs/s,
+    /// bytes on the wire, server CPU, and idle memory with it negotiated.
+    Compression(compression::CompressionArgs),
     /// One message to 1,000 and 10,000 listeners (group publish, app
     /// broadcast), timed until the last has it, against the baseline's fan-out.
     Fanout(fanout::FanoutArgs),
@@ -83,6 +87,7 @@ fn main() -> anyhow::Result<()> {
     {
         Command::Compare(args) => compare::run(args),
         Command::Fanout(args) => fanout::run(args),
+        Command::Compression(args) => compression::run(args),
         Command::Soak(args) => soak::run(args),
         Command::Cluster(args) => cluster::run(args),
         Command::Load { url, shape } => {

@@ -17,12 +17,15 @@ use crate::util::WAIT;
 /// What Chromium and Firefox offer.
 const BROWSER_OFFER: &str = "permessage-deflate; client_max_window_bits";
 
-/// `/echo` compressed by default, `/plain` with compression off.
+/// `/echo` compressed (messages from 256 bytes on), `/plain` with
+/// compression off.
 fn config() -> TestConfig {
-    TestConfig::new().apps(
-        "[[app]]\npath = \"/echo\"\nplugin = \"echo\"\n\n\
+    TestConfig::new()
+        .server("compression_threshold = \"256 B\"")
+        .apps(
+            "[[app]]\npath = \"/echo\"\nplugin = \"echo\"\n\n\
          [[app]]\npath = \"/plain\"\nplugin = \"echo\"\ncompression = \"off\"\n",
-    )
+        )
 }
 
 /// A handshake on a raw socket offering `offer`; the socket and the
@@ -268,7 +271,7 @@ async fn fragmented_compressed_messages_small_ones_and_uncompressed_ones_all_arr
     assert!(rsv1 && opcode == 0x1);
     assert_eq!(inflate(&payload, 15), message);
 
-    // Under the threshold (256 bytes): sent as it is.
+    // Under the threshold (256 bytes here, 1 KiB by default): sent as it is.
     let small = chat_message(2, 40);
     stream
         .write_all(&masked(0xC1, &deflate(&mut client, &small)))

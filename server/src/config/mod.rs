@@ -198,6 +198,11 @@ pub struct DeflateSettings {
     pub threshold: usize,
     /// The largest window (8..=15) the server uses, and asks clients to use.
     pub window_bits: u8,
+    /// Let clients keep their compression context between messages even
+    /// when they offer not to (better compression of what they send; the
+    /// server keeps a window per sending client). Off: a client that offers
+    /// `client_no_context_takeover` is asked to use it.
+    pub client_context_takeover: bool,
 }
 
 /// `[server.tls]`: a certificate chain and key (PEM files) that make `listen`
@@ -401,6 +406,36 @@ mod tests {
         assert_eq!(problems.len(), 1);
         assert!(
             problems[0].starts_with("sb.toml:3:1: unknown field `max_conections`"),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn compression_is_on_by_default_and_set_per_server_and_app() {
+        let config = parse(
+            "[server]\ncompression_threshold = \"2 KiB\"\ncompression_window_bits = 12\n\n[[app]]\npath = \"/a\"\nplugin = \"echo\"\n\n[[app]]\npath = \"/b\"\nplugin = \"echo\"\ncompression = \"off\"\n",
+        )
+        .unwrap();
+        let on = DeflateSettings {
+            threshold: 2048,
+            window_bits: 12,
+            client_context_takeover: false,
+        };
+        assert_eq!(config.server.compression, Some(on));
+        assert_eq!(config.apps[0].compression, Some(on));
+        assert_eq!(config.apps[1].compression, None);
+        let defaults = parse("").unwrap().server.compression.unwrap();
+        assert_eq!((defaults.threshold, defaults.window_bits), (1024, 15));
+
+        let problems =
+            parse("[server]\ncompression = \"maybe\"\ncompression_window_bits = 7\n").unwrap_err();
+        assert!(
+            problems[0]
+                .starts_with("sb.toml:2:15: compression = \"maybe\": expected \"on\" or \"off\""),
+            "{problems:?}"
+        );
+        assert!(
+            problems[1].starts_with("sb.toml:3:27: compression_window_bits = 7: expected 8 to 15"),
             "{problems:?}"
         );
     }

@@ -116,6 +116,7 @@ pub(super) struct RawServer {
     pub(super) compression: Option<Spanned<String>>,
     pub(super) compression_threshold: Option<Spanned<ByteSize>>,
     pub(super) compression_window_bits: Option<Spanned<u8>>,
+    pub(super) compression_client_context_takeover: Option<bool>,
 }
 
 /// `[server.tls]`.

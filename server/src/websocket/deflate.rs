@@ -148,7 +148,11 @@ fn accept(offer: &Offer, settings: &DeflateSettings) -> Option<(Agreed, String)>
     if offer.server_max_window_bits.is_some() {
         response.push_str(&format!("; server_max_window_bits={server_window_bits}"));
     }
-    if offer.client_no_context_takeover {
+    // Offered: the server asks for it (unless told to let clients keep
+    // context); not offered, it cannot.
+    let client_no_context_takeover =
+        offer.client_no_context_takeover && !settings.client_context_takeover;
+    if client_no_context_takeover {
         response.push_str("; client_no_context_takeover");
     }
     if offer.client_max_window_bits.is_some() {
@@ -158,7 +162,7 @@ fn accept(offer: &Offer, settings: &DeflateSettings) -> Option<(Agreed, String)>
         Agreed {
             server_window_bits,
             client_window_bits,
-            client_no_context_takeover: offer.client_no_context_takeover,
+            client_no_context_takeover,
             threshold: settings.threshold,
         },
         response,
@@ -223,7 +227,7 @@ impl Inflater {
             inflater.reset(false);
             if !self.history.is_empty() {
                 inflater
-                    .set_dictionary(&self.history)
+                    .set_dictionary(self.dictionary())
                     .map_err(|e| InflateError::Invalid(e.to_string()))?;
             }
             let result = inflate_into(inflater, compressed, limit);
@@ -237,7 +241,9 @@ impl Inflater {
         Ok(Bytes::from(out))
     }
 
-    /// Keeps the last `keep` bytes of what the client has sent.
+    /// Keeps (at least) the last `keep` bytes of what the client has sent.
+    /// Old bytes are dropped in steps of a quarter window, so that a stream of
+    /// small messages does not move the whole window for each one.
     fn remember(&mut self, message: &[u8]) {
         if self.keep == 0 {
             return;
@@ -246,11 +252,19 @@ impl Inflater {
             self.history.clear();
             self.history
                 .extend_from_slice(&message[message.len() - self.keep..]);
-        } else {
-            self.history.extend_from_slice(message);
-            let excess = self.history.len().saturating_sub(self.keep);
+            return;
+        }
+        let slack = (self.keep / 4).max(1024);
+        if self.history.len() + message.len() > self.keep + slack {
+            let excess = self.history.len() + message.len() - self.keep;
             self.history.drain(..excess);
         }
+        self.history.extend_from_slice(message);
+    }
+
+    /// The dictionary for the next message: the last `keep` bytes.
+    fn dictionary(&self) -> &[u8] {
+        &self.history[self.history.len().saturating_sub(self.keep)..]
     }
 
     /// Bytes this connection holds for decompression.
@@ -394,6 +408,7 @@ mod tests {
         DeflateSettings {
             threshold: 0,
             window_bits: 15,
+            client_context_takeover: false,
         }
     }
 
@@ -415,6 +430,7 @@ mod tests {
         let small = DeflateSettings {
             threshold: 0,
             window_bits: 12,
+            client_context_takeover: false,
         };
         let (agreed, response) = negotiate(
             ["permessage-deflate; server_no_context_takeover; client_no_context_takeover; server_max_window_bits=10; client_max_window_bits=\"14\""],
@@ -430,6 +446,15 @@ mod tests {
             (10, 12)
         );
         assert!(agreed.client_no_context_takeover);
+        // Told to let clients keep context, the server does not ask.
+        let keep = DeflateSettings {
+            client_context_takeover: true,
+            ..small
+        };
+        let (agreed, response) =
+            negotiate(["permessage-deflate; client_no_context_takeover"], &keep).unwrap();
+        assert_eq!(response, "permessage-deflate; server_no_context_takeover");
+        assert!(!agreed.client_no_context_takeover);
         // Without client_max_window_bits the client is not told a window.
         let (agreed, response) = negotiate(["permessage-deflate"], &small).unwrap();
         assert_eq!(response, "permessage-deflate; server_no_context_takeover");

@@ -31,9 +31,9 @@ pub(crate) struct CompressionArgs {
     /// Rounds (each mode once per round, in rotating order).
     #[arg(long, default_value_t = 3)]
     rounds: usize,
-    /// Idle connections per memory figure (three figures, all kept open
-    /// until the end, so that none reuses memory another freed; 0 skips them).
-    #[arg(long, default_value_t = 5_000)]
+    /// Idle connections per memory figure (each measured on a fresh server;
+    /// 0 skips them).
+    #[arg(long, default_value_t = 10_000)]
     idle: usize,
     /// Pin the server to CPU 0 and the load generator to CPU 1.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
@@ -42,6 +42,9 @@ pub(crate) struct CompressionArgs {
     /// a dashboard update (metrics as JSON objects) of about that size.
     #[arg(long, value_delimiter = ',', default_values_t = [450, 4096])]
     sizes: Vec<usize>,
+    /// `compression_window_bits` of the server (its default when absent).
+    #[arg(long)]
+    window_bits: Option<u8>,
 }
 
 /// How a connection is opened.
@@ -258,8 +261,11 @@ pub(crate) fn run(args: CompressionArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     let server = ServerProcess::switchboard_with(
         &format!(
-            "max_connections = {}\nmessage_rate = 0\nbyte_rate = 0\n",
-            args.idle * 3 + args.connections + 100
+            "max_connections = {}\nmessage_rate = 0\nbyte_rate = 0\n{}",
+            args.connections + 100,
+            args.window_bits.map_or(String::new(), |bits| format!(
+                "compression_window_bits = {bits}\n"
+            ))
         ),
         "[[app]]\npath = \"/echo\"\nplugin = \"echo\"\n",
         pin,
@@ -324,25 +330,41 @@ pub(crate) fn run(args: CompressionArgs) -> anyhow::Result<()> {
 
     if args.idle > 0 {
         println!(
-            "\nmemory of {} idle connections each (resident set of the server)",
+            "\nmemory of {} idle connections (resident set of a fresh server for each row)",
             args.idle
         );
-        let mut all_kept = Vec::new();
+        drop(server);
         for (what, mode, send) in [
             ("uncompressed", Mode::Off, false),
+            ("uncompressed, one message sent", Mode::Off, true),
             ("compression negotiated", Mode::On, false),
             ("negotiated, one message sent", Mode::On, true),
         ] {
-            let before = server.rss_kib().unwrap_or(0);
+            let fresh = ServerProcess::switchboard_with(
+                &format!(
+                    "max_connections = {}\nmessage_rate = 0\nbyte_rate = 0\n{}",
+                    args.idle + 100,
+                    args.window_bits.map_or(String::new(), |bits| {
+                        format!("compression_window_bits = {bits}\n")
+                    })
+                ),
+                "[[app]]\npath = \"/echo\"\nplugin = \"echo\"\n",
+                pin,
+                "/echo",
+            )?;
+            let before = fresh.rss_kib().unwrap_or(0);
             let kept = runtime.block_on(async {
                 let mut kept = Vec::with_capacity(args.idle);
                 for i in 0..args.idle {
-                    let mut stream = handshake(&url, mode.offer()).await?;
+                    let mut stream = handshake(&fresh.url, mode.offer()).await?;
                     if send {
-                        stream
-                            .write_all(&frame(true, &deflate(&chat_message(i))))
-                            .await?;
-                        let mut reply = [0u8; 512];
+                        let message = chat_message(i);
+                        let wire = match mode {
+                            Mode::Off => frame(false, &message),
+                            _ => frame(true, &deflate(&message)),
+                        };
+                        stream.write_all(&wire).await?;
+                        let mut reply = [0u8; 1024];
                         let _ = stream.read(&mut reply).await?;
                     }
                     kept.push(stream);
@@ -350,12 +372,12 @@ pub(crate) fn run(args: CompressionArgs) -> anyhow::Result<()> {
                 Ok::<_, anyhow::Error>(kept)
             })?;
             std::thread::sleep(Duration::from_millis(500));
-            let after = server.rss_kib().unwrap_or(0);
+            let after = fresh.rss_kib().unwrap_or(0);
             println!(
-                "{what:<30} {:>8.2} KiB per connection",
+                "{what:<32} {:>8.2} KiB per connection",
                 after.saturating_sub(before) as f64 / args.idle as f64
             );
-            all_kept.push(kept);
+            drop(kept);
         }
     }
     Ok(())

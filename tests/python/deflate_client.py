@@ -15,16 +15,17 @@ from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFact
 # (offer parameters, what the server must have agreed to)
 CASES = [
     # What websockets offers by default: client_max_window_bits without a value.
+    # The server's default compression_window_bits is 12.
     (dict(client_max_window_bits=True),
-     dict(remote_no_context_takeover=True, local_max_window_bits=15)),
+     dict(remote_no_context_takeover=True, local_max_window_bits=12)),
     (dict(server_no_context_takeover=True, client_no_context_takeover=True),
      dict(remote_no_context_takeover=True, local_no_context_takeover=True)),
     (dict(server_max_window_bits=9, client_max_window_bits=9),
      dict(remote_max_window_bits=9, local_max_window_bits=9)),
-    (dict(server_max_window_bits=12, client_max_window_bits=15),
-     dict(remote_max_window_bits=12, local_max_window_bits=15)),
+    (dict(server_max_window_bits=11, client_max_window_bits=15),
+     dict(remote_max_window_bits=11, local_max_window_bits=12)),
     (dict(server_max_window_bits=15, client_max_window_bits=10, client_no_context_takeover=True),
-     dict(remote_max_window_bits=15, local_max_window_bits=10, local_no_context_takeover=True)),
+     dict(remote_max_window_bits=12, local_max_window_bits=10, local_no_context_takeover=True)),
 ]
 
 

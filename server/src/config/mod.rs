@@ -425,7 +425,7 @@ mod tests {
         assert_eq!(config.apps[0].compression, Some(on));
         assert_eq!(config.apps[1].compression, None);
         let defaults = parse("").unwrap().server.compression.unwrap();
-        assert_eq!((defaults.threshold, defaults.window_bits), (1024, 15));
+        assert_eq!((defaults.threshold, defaults.window_bits), (1024, 12));
 
         let problems =
             parse("[server]\ncompression = \"maybe\"\ncompression_window_bits = 7\n").unwrap_err();

@@ -37,6 +37,10 @@ pub use crate::config::DeflateSettings;
 /// The extension's name in `Sec-WebSocket-Extensions`.
 pub const NAME: &str = "permessage-deflate";
 
+/// The largest message the per-thread cache keeps (with its compressed form)
+/// for the other recipients of a broadcast.
+const CACHE_MAX: usize = 1 << 20;
+
 /// What a compressed message ends with before the sender removes it (§7.2.1),
 /// and the receiver puts back.
 const TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
@@ -368,9 +372,11 @@ impl Compressor {
             deflater.reset();
             deflate_whole(deflater, payload)
         });
-        LAST.with_borrow_mut(|last| {
-            *last = Some((payload.clone(), self.window_bits, result.clone()))
-        });
+        // Kept until the thread compresses something else: not a message so
+        // large that holding it would matter more than compressing it again.
+        let keep = (payload.len() <= CACHE_MAX)
+            .then(|| (payload.clone(), self.window_bits, result.clone()));
+        LAST.with_borrow_mut(|last| *last = keep);
         result
     }
 }

@@ -140,7 +140,7 @@ fn frame(rsv1: bool, payload: &[u8]) -> Vec<u8> {
 
 /// A handshake on a raw socket offering `offer`; fails unless the answer
 /// agrees (or, without an offer, has no extension).
-async fn handshake(url: &str, offer: Option<&str>) -> anyhow::Result<TcpStream> {
+pub(crate) async fn handshake(url: &str, offer: Option<&str>) -> anyhow::Result<TcpStream> {
     let rest = url
         .strip_prefix("ws://")
         .ok_or_else(|| anyhow::anyhow!("ws:// only"))?;

@@ -51,6 +51,11 @@ pub(crate) struct FanoutArgs {
     /// Also draw the ratios to the baseline as an SVG chart to this file.
     #[arg(long)]
     chart: Option<std::path::PathBuf>,
+    /// Switchboard's listeners negotiate permessage-deflate (the baseline
+    /// cannot): with `--size` above the 1 KiB threshold, every broadcast is
+    /// compressed, once per server thread rather than once per listener.
+    #[arg(long)]
+    compress: bool,
 }
 
 /// Broadcasts sent before the measured ones.
@@ -76,6 +81,8 @@ struct Target<'a> {
     via: Via,
     /// Listeners receive one message on connect (the hub's `ready`).
     greeting: bool,
+    /// What listeners offer in `Sec-WebSocket-Extensions`.
+    offer: Option<&'static str>,
 }
 
 /// Runs the fan-out scenarios and prints the tables.
@@ -104,6 +111,9 @@ pub(crate) fn run(args: FanoutArgs) -> anyhow::Result<()> {
         pin,
         "",
     )?;
+    let offer = args
+        .compress
+        .then_some("permessage-deflate; client_max_window_bits");
     let targets = [
         Target {
             name: "baseline",
@@ -111,6 +121,7 @@ pub(crate) fn run(args: FanoutArgs) -> anyhow::Result<()> {
             url: baseline.url.clone(),
             via: Via::WebSocket { ack: false },
             greeting: false,
+            offer: None,
         },
         Target {
             name: "sb group",
@@ -118,6 +129,7 @@ pub(crate) fn run(args: FanoutArgs) -> anyhow::Result<()> {
             url: format!("{}/hub", switchboard.url),
             via: Via::WebSocket { ack: true },
             greeting: true,
+            offer,
         },
         Target {
             name: "sb app push",
@@ -125,6 +137,7 @@ pub(crate) fn run(args: FanoutArgs) -> anyhow::Result<()> {
             url: format!("{}/echo", switchboard.url),
             via: Via::Push,
             greeting: false,
+            offer,
         },
     ];
     let text = format!(
@@ -132,8 +145,9 @@ pub(crate) fn run(args: FanoutArgs) -> anyhow::Result<()> {
         "x".repeat(args.size)
     );
     println!(
-        "fan-out: one {} B text message to N listeners, time until the last has read it; {} broadcasts per run, {} rounds{}\n",
+        "fan-out: one {} B text message to N listeners{}, time until the last has read it; {} broadcasts per run, {} rounds{}\n",
         text.len(),
+        if args.compress { " (Switchboard's compressed)" } else { "" },
         args.broadcasts,
         args.rounds,
         if pin { ", servers on CPU 0, listeners on CPU 1" } else { "" }
@@ -232,7 +246,7 @@ async fn measure(
     let everyone_has_it = Arc::new(Notify::new());
     let connected: Vec<(BufReader<OwnedReadHalf>, OwnedWriteHalf)> =
         futures_util::stream::iter(0..listeners)
-            .map(|_| connect(&target.url, target.greeting))
+            .map(|_| connect(&target.url, target.greeting, target.offer))
             .buffer_unordered(64)
             .try_collect()
             .await?;
@@ -282,12 +296,22 @@ async fn measure(
     })
 }
 
-/// A listener: the WebSocket handshake (and the greeting, when the app sends
-/// one), then the raw socket.
+/// A listener: the WebSocket handshake (offering `offer`, if any) and the
+/// greeting, when the app sends one, then the raw socket.
 async fn connect(
     url: &str,
     greeting: bool,
+    offer: Option<&str>,
 ) -> anyhow::Result<(BufReader<OwnedReadHalf>, OwnedWriteHalf)> {
+    if offer.is_some() {
+        let stream = crate::compression::handshake(url, offer).await?;
+        let (reader, writer) = stream.into_split();
+        let mut reader = BufReader::with_capacity(1024, reader);
+        if greeting {
+            load::read_frame(&mut reader).await?;
+        }
+        return Ok((reader, writer));
+    }
     let (mut ws, _) = tokio_tungstenite::connect_async(url).await?;
     if greeting {
         match ws.next().await {
@@ -339,7 +363,7 @@ impl Sender {
     async fn connect(target: &Target<'_>, text: &str) -> anyhow::Result<Sender> {
         Ok(match target.via {
             Via::WebSocket { ack } => {
-                let (reader, writer) = connect(&target.url, target.greeting).await?;
+                let (reader, writer) = connect(&target.url, target.greeting, target.offer).await?;
                 Sender::WebSocket {
                     reader,
                     writer,

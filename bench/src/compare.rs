@@ -396,7 +396,8 @@ pub(crate) fn run(args: CompareArgs) -> anyhow::Result<()> {
     if let Some(path) = &args.chart {
         let ratios = crate::chart::Ratios {
             title: format!(
-                "Echo throughput, churn and idle memory against the bare tokio-tungstenite server ({})",
+                "Echo throughput, churn{} against the bare tokio-tungstenite server ({})",
+                if args.idle > 0 { " and idle memory" } else { "" },
                 if pin { "pinned" } else { "unpinned" }
             ),
             footnote: crate::chart::footnote(),

@@ -397,7 +397,11 @@ pub(crate) fn run(args: CompareArgs) -> anyhow::Result<()> {
         let ratios = crate::chart::Ratios {
             title: format!(
                 "Echo throughput, churn{} against the bare tokio-tungstenite server ({})",
-                if args.idle > 0 { " and idle memory" } else { "" },
+                if args.idle > 0 {
+                    " and idle memory"
+                } else {
+                    ""
+                },
                 if pin { "pinned" } else { "unpinned" }
             ),
             footnote: crate::chart::footnote(),

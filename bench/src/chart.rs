@@ -9,8 +9,6 @@ use plotters::prelude::*;
 pub(crate) struct Ratios {
     /// The first line of the caption.
     pub(crate) title: String,
-    /// Below the chart: machine, command, date.
-    pub(crate) footnote: Vec<String>,
     /// The servers, one bar colour each.
     pub(crate) series: Vec<String>,
     /// Scenario name and one ratio per series.
@@ -27,14 +25,16 @@ const PALETTE: [RGBColor; 6] = [
     RGBColor(0xd5, 0x5e, 0x00),
 ];
 
-/// Writes the chart to `path` as SVG.
+/// Writes the chart to `path` as SVG, with the machine, the command and the
+/// date below it, and says so.
 pub(crate) fn draw(path: &std::path::Path, ratios: &Ratios) -> anyhow::Result<()> {
+    let footnote = footnote();
     let rows = ratios.rows.len();
     let series = ratios.series.len().max(1);
-    let height = 120 + rows as u32 * (18 * series as u32 + 16) + 20 * ratios.footnote.len() as u32;
+    let height = 120 + rows as u32 * (18 * series as u32 + 16) + 20 * footnote.len() as u32;
     let root = SVGBackend::new(path, (860, height)).into_drawing_area();
     root.fill(&WHITE).map_err(plot_error)?;
-    let (plot, notes) = root.split_vertically(height - 20 * ratios.footnote.len() as u32 - 10);
+    let (plot, notes) = root.split_vertically(height - 20 * footnote.len() as u32 - 10);
     let widest = ratios
         .rows
         .iter()
@@ -111,7 +111,7 @@ pub(crate) fn draw(path: &std::path::Path, ratios: &Ratios) -> anyhow::Result<()
         .label_font(("sans-serif", 12))
         .draw()
         .map_err(plot_error)?;
-    for (i, line) in ratios.footnote.iter().enumerate() {
+    for (i, line) in footnote.iter().enumerate() {
         notes
             .draw(&Text::new(
                 line.as_str(),
@@ -121,6 +121,7 @@ pub(crate) fn draw(path: &std::path::Path, ratios: &Ratios) -> anyhow::Result<()
             .map_err(plot_error)?;
     }
     root.present().map_err(plot_error)?;
+    println!("\nchart written to {}", path.display());
     Ok(())
 }
 
@@ -131,7 +132,7 @@ fn plot_error<E: std::error::Error + Send + Sync>(error: E) -> anyhow::Error {
 
 /// The machine (CPU model and count, from /proc/cpuinfo), the command line
 /// and the date, for the foot of a chart.
-pub(crate) fn footnote() -> Vec<String> {
+fn footnote() -> Vec<String> {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpuinfo
         .lines()

@@ -404,12 +404,10 @@ pub(crate) fn run(args: CompareArgs) -> anyhow::Result<()> {
                 },
                 if pin { "pinned" } else { "unpinned" }
             ),
-            footnote: crate::chart::footnote(),
             series: servers.iter().map(|s| s.name.to_owned()).collect(),
             rows,
         };
         crate::chart::draw(path, &ratios)?;
-        println!("\nchart written to {}", path.display());
     }
     Ok(())
 }

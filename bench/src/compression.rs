@@ -212,20 +212,12 @@ async fn measure(
             while Instant::now() < stop_at {
                 let sent = Instant::now();
                 writer.write_all(&wire).await?;
-                let mut header = [0u8; 2];
-                reader.read_exact(&mut header).await?;
-                let len = match header[1] & 0x7f {
-                    126 => u64::from(reader.read_u16().await?),
-                    127 => reader.read_u64().await?,
-                    n => u64::from(n),
-                };
-                let mut payload = vec![0u8; len as usize];
-                reader.read_exact(&mut payload).await?;
+                let (_, on_the_wire) = load::skip_frame(&mut reader).await?;
                 let now = Instant::now();
                 all += 1;
                 if now >= measure_from {
                     measured += 1;
-                    down += 2 + if len >= 126 { 2 } else { 0 } + len;
+                    down += on_the_wire;
                     histogram.record((now - sent).as_micros().max(1) as u64)?;
                 }
             }

@@ -215,12 +215,10 @@ pub(crate) fn run(args: FanoutArgs) -> anyhow::Result<()> {
                 "Fan-out: time until every listener has the message, baseline / server ({})",
                 if pin { "pinned" } else { "unpinned" }
             ),
-            footnote: crate::chart::footnote(),
             series: targets.iter().map(|t| t.name.to_owned()).collect(),
             rows,
         };
         crate::chart::draw(path, &ratios)?;
-        println!("\nchart written to {}", path.display());
     }
     Ok(())
 }

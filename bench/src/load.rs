@@ -70,16 +70,24 @@ pub(crate) fn masked(opcode: u8, payload: &[u8]) -> Vec<u8> {
 pub(crate) async fn read_frame<R: tokio::io::AsyncRead + Unpin>(
     reader: &mut R,
 ) -> anyhow::Result<u8> {
+    Ok(skip_frame(reader).await?.0)
+}
+
+/// Reads one frame from the server, payload skipped: its opcode and its
+/// size on the wire, header included.
+pub(crate) async fn skip_frame<R: tokio::io::AsyncRead + Unpin>(
+    reader: &mut R,
+) -> anyhow::Result<(u8, u64)> {
     use tokio::io::AsyncReadExt;
     let mut head = [0u8; 2];
     reader.read_exact(&mut head).await?;
-    let len = match head[1] & 0x7f {
-        126 => u64::from(reader.read_u16().await?),
-        127 => reader.read_u64().await?,
-        n => u64::from(n),
+    let (len, header) = match head[1] & 0x7f {
+        126 => (u64::from(reader.read_u16().await?), 4),
+        127 => (reader.read_u64().await?, 10),
+        n => (u64::from(n), 2),
     };
     tokio::io::copy(&mut reader.take(len), &mut tokio::io::sink()).await?;
-    Ok(head[0] & 0x0f)
+    Ok((head[0] & 0x0f, header + len))
 }
 
 /// What one run measured.

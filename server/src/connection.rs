@@ -511,10 +511,7 @@ where
     };
     app.metrics().messages_in.inc();
     app.metrics().bytes_in.inc_by(len as u64);
-    if let Some(Err(exceeded)) = rate
-        .as_mut()
-        .map(|r| r.spend(app.settings().rate_limits, len))
-    {
+    if let Some(Err(exceeded)) = rate.as_mut().map(|r| r.spend(len)) {
         tracing::debug!(%exceeded, "closing a client over its rate limit");
         return Handled::Step(Step::Close(CloseRequest {
             code: 1008,

@@ -15,35 +15,50 @@ pub struct RateLimits {
     pub bytes: u64,
 }
 
-/// One token bucket's content: tokens × 1000, so a millisecond's refill is
-/// exact. Its rate is the app's (passed in at each spend), so a connection
-/// carries only what it has spent.
-fn refill(milli_tokens: &mut u64, rate: u64, elapsed_ms: u64) {
-    let full = rate.saturating_mul(1000);
-    *milli_tokens = milli_tokens
-        .saturating_add(elapsed_ms.saturating_mul(rate))
-        .min(full);
+/// One token bucket: up to `rate` tokens, refilled at `rate` per second.
+#[derive(Debug)]
+struct Bucket {
+    rate: u64,
+    /// Tokens × 1000, so a millisecond's refill is exact.
+    milli_tokens: u64,
 }
 
-/// Takes `amount` tokens if the bucket holds them (an amount larger than the
-/// whole bucket passes when the bucket is full, so one large message within
-/// the size limit is never refused on its own).
-fn take(milli_tokens: &mut u64, rate: u64, amount: u64) -> bool {
-    let need = amount.saturating_mul(1000);
-    let full = rate.saturating_mul(1000);
-    if need <= *milli_tokens || *milli_tokens == full {
-        *milli_tokens = milli_tokens.saturating_sub(need);
-        true
-    } else {
-        false
+impl Bucket {
+    fn new(rate: u64) -> Self {
+        Bucket {
+            rate,
+            milli_tokens: rate.saturating_mul(1000),
+        }
+    }
+
+    fn refill(&mut self, elapsed_ms: u64) {
+        let full = self.rate.saturating_mul(1000);
+        self.milli_tokens = self
+            .milli_tokens
+            .saturating_add(elapsed_ms.saturating_mul(self.rate))
+            .min(full);
+    }
+
+    /// Takes `amount` tokens if the bucket holds them (an amount larger than
+    /// the whole bucket passes when the bucket is full, so one large message
+    /// within the size limit is never refused on its own).
+    fn take(&mut self, amount: u64) -> bool {
+        let need = amount.saturating_mul(1000);
+        let full = self.rate.saturating_mul(1000);
+        if need <= self.milli_tokens || self.milli_tokens == full {
+            self.milli_tokens = self.milli_tokens.saturating_sub(need);
+            true
+        } else {
+            false
+        }
     }
 }
 
 /// The limits of one connection, as it spends them.
 #[derive(Debug)]
 pub struct RateLimiter {
-    messages: u64,
-    bytes: u64,
+    messages: Option<Bucket>,
+    bytes: Option<Bucket>,
     last_ms: u64,
 }
 
@@ -64,42 +79,34 @@ impl RateLimiter {
         if limits.messages == 0 && limits.bytes == 0 {
             return None;
         }
-        // Full whatever the rates are (the first refill caps them to a
-        // second's worth), also for a limit a reload turns on later.
         Some(RateLimiter {
-            messages: u64::MAX,
-            bytes: u64::MAX,
+            messages: (limits.messages > 0).then(|| Bucket::new(limits.messages)),
+            bytes: (limits.bytes > 0).then(|| Bucket::new(limits.bytes)),
             last_ms: coarse_clock::now_ms(),
         })
     }
 
-    /// Spends one message of `len` bytes under `limits` (the app's, which a
-    /// reload may change: the buckets then refill up to the new rates).
+    /// Spends one message of `len` bytes.
     ///
     /// # Errors
     /// The limit it goes over.
-    pub fn spend(&mut self, limits: RateLimits, len: usize) -> Result<(), RateExceeded> {
-        self.spend_at(limits, coarse_clock::now_ms(), len)
+    pub fn spend(&mut self, len: usize) -> Result<(), RateExceeded> {
+        self.spend_at(coarse_clock::now_ms(), len)
     }
 
-    fn spend_at(
-        &mut self,
-        limits: RateLimits,
-        now_ms: u64,
-        len: usize,
-    ) -> Result<(), RateExceeded> {
+    fn spend_at(&mut self, now_ms: u64, len: usize) -> Result<(), RateExceeded> {
         let elapsed = now_ms.saturating_sub(self.last_ms);
         self.last_ms = now_ms;
-        if limits.messages > 0 {
-            refill(&mut self.messages, limits.messages, elapsed);
-            if !take(&mut self.messages, limits.messages, 1) {
-                return Err(RateExceeded::Messages(limits.messages));
+        if let Some(messages) = &mut self.messages {
+            messages.refill(elapsed);
+            if !messages.take(1) {
+                return Err(RateExceeded::Messages(messages.rate));
             }
         }
-        if limits.bytes > 0 {
-            refill(&mut self.bytes, limits.bytes, elapsed);
-            if !take(&mut self.bytes, limits.bytes, len as u64) {
-                return Err(RateExceeded::Bytes(limits.bytes));
+        if let Some(bytes) = &mut self.bytes {
+            bytes.refill(elapsed);
+            if !bytes.take(len as u64) {
+                return Err(RateExceeded::Bytes(bytes.rate));
             }
         }
         Ok(())
@@ -112,39 +119,33 @@ mod tests {
 
     #[test]
     fn a_second_of_burst_then_the_rate() {
-        let limits = RateLimits {
+        let mut limiter = RateLimiter::new(RateLimits {
             messages: 10,
             bytes: 0,
-        };
-        let mut limiter = RateLimiter::new(limits).unwrap();
+        })
+        .unwrap();
         limiter.last_ms = 0;
         for _ in 0..10 {
-            assert_eq!(limiter.spend_at(limits, 0, 1), Ok(()));
+            assert_eq!(limiter.spend_at(0, 1), Ok(()));
         }
-        assert_eq!(
-            limiter.spend_at(limits, 0, 1),
-            Err(RateExceeded::Messages(10))
-        );
+        assert_eq!(limiter.spend_at(0, 1), Err(RateExceeded::Messages(10)));
         // 100 ms later: one more message's worth.
-        assert_eq!(limiter.spend_at(limits, 100, 1), Ok(()));
-        assert!(limiter.spend_at(limits, 100, 1).is_err());
+        assert_eq!(limiter.spend_at(100, 1), Ok(()));
+        assert!(limiter.spend_at(100, 1).is_err());
     }
 
     #[test]
     fn bytes_are_limited_too_and_nothing_limited_means_no_limiter() {
-        let limits = RateLimits {
+        let mut limiter = RateLimiter::new(RateLimits {
             messages: 0,
             bytes: 1000,
-        };
-        let mut limiter = RateLimiter::new(limits).unwrap();
+        })
+        .unwrap();
         limiter.last_ms = 0;
-        assert_eq!(limiter.spend_at(limits, 0, 600), Ok(()));
+        assert_eq!(limiter.spend_at(0, 600), Ok(()));
+        assert_eq!(limiter.spend_at(0, 600), Err(RateExceeded::Bytes(1000)));
         assert_eq!(
-            limiter.spend_at(limits, 0, 600),
-            Err(RateExceeded::Bytes(1000))
-        );
-        assert_eq!(
-            limiter.spend_at(limits, 1000, 5000),
+            limiter.spend_at(1000, 5000),
             Ok(()),
             "a full bucket lets one big message by"
         );

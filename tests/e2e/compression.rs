@@ -7,11 +7,11 @@
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress};
 use serde_json::json;
 use switchboard_tests::{TestConfig, TestServer};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::kit::{call, kit_config};
-use crate::protocol::masked;
+use crate::protocol::{masked, raw_websocket_offering, read_whole_frame};
 use crate::util::WAIT;
 
 /// What Chromium and Firefox offer.
@@ -26,37 +26,6 @@ fn config() -> TestConfig {
             "[[app]]\npath = \"/echo\"\nplugin = \"echo\"\n\n\
          [[app]]\npath = \"/plain\"\nplugin = \"echo\"\ncompression = \"off\"\n",
         )
-}
-
-/// A handshake on a raw socket offering `offer`; the socket and the
-/// answer's `Sec-WebSocket-Extensions`, if any.
-async fn handshake(
-    server: &TestServer,
-    path: &str,
-    offer: Option<&str>,
-) -> (TcpStream, Option<String>) {
-    let mut stream = TcpStream::connect(server.addr).await.unwrap();
-    let extensions = offer.map_or(String::new(), |o| {
-        format!("Sec-WebSocket-Extensions: {o}\r\n")
-    });
-    let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{extensions}\r\n"
-    );
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut byte = [0u8; 1];
-        stream.read_exact(&mut byte).await.unwrap();
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8(head).unwrap();
-    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    let answer = head.lines().find_map(|line| {
-        let (name, value) = line.split_once(':')?;
-        name.eq_ignore_ascii_case("sec-websocket-extensions")
-            .then(|| value.trim().to_owned())
-    });
-    (stream, answer)
 }
 
 /// Raw deflate of `data`, sync-flushed, the tail removed (§7.2.1).
@@ -96,27 +65,11 @@ fn inflate(payload: &[u8], window_bits: u8) -> Vec<u8> {
     out
 }
 
-/// One server frame: (FIN, RSV1, opcode, payload).
+/// One server frame: (FIN, RSV1, opcode, payload), in time.
 async fn read_frame(stream: &mut TcpStream) -> (bool, bool, u8, Vec<u8>) {
-    tokio::time::timeout(WAIT, async {
-        let mut header = [0u8; 2];
-        stream.read_exact(&mut header).await.unwrap();
-        let len = match header[1] & 0x7f {
-            126 => stream.read_u16().await.unwrap() as usize,
-            127 => stream.read_u64().await.unwrap() as usize,
-            n => n as usize,
-        };
-        let mut payload = vec![0u8; len];
-        stream.read_exact(&mut payload).await.unwrap();
-        (
-            header[0] & 0x80 != 0,
-            header[0] & 0x40 != 0,
-            header[0] & 0x0f,
-            payload,
-        )
-    })
-    .await
-    .expect("a frame in time")
+    tokio::time::timeout(WAIT, read_whole_frame(stream))
+        .await
+        .expect("a frame in time")
 }
 
 /// The close code the server sends, skipping frames before it.
@@ -142,7 +95,7 @@ async fn offers_are_answered_as_rfc_7692_says_and_apps_may_turn_compression_off(
     let server = TestServer::start(config()).await;
     let answer = |path: &'static str, offer: Option<&'static str>| {
         let server = &server;
-        async move { handshake(server, path, offer).await.1 }
+        async move { raw_websocket_offering(server, path, offer).await.1 }
     };
     assert_eq!(answer("/echo", None).await, None, "no offer, no header");
     assert_eq!(
@@ -183,7 +136,8 @@ async fn offers_are_answered_as_rfc_7692_says_and_apps_may_turn_compression_off(
     );
 
     // A declined offer leaves an uncompressed connection: RSV1 means nothing.
-    let (mut stream, _) = handshake(&server, "/echo", Some("permessage-deflate; mystery")).await;
+    let (mut stream, _) =
+        raw_websocket_offering(&server, "/echo", Some("permessage-deflate; mystery")).await;
     stream.write_all(&masked(0xC1, b"x")).await.unwrap();
     assert_eq!(close_code(&mut stream).await, 1002);
 
@@ -194,10 +148,12 @@ async fn offers_are_answered_as_rfc_7692_says_and_apps_may_turn_compression_off(
     ))
     .await;
     assert_eq!(
-        handshake(&server, "/echo", Some(BROWSER_OFFER)).await.1,
+        raw_websocket_offering(&server, "/echo", Some(BROWSER_OFFER))
+            .await
+            .1,
         None
     );
-    assert!(handshake(&server, "/on", Some(BROWSER_OFFER))
+    assert!(raw_websocket_offering(&server, "/on", Some(BROWSER_OFFER))
         .await
         .1
         .is_some());
@@ -210,7 +166,8 @@ async fn compressed_messages_go_both_ways_with_every_window_size() {
         let offer = format!(
             "permessage-deflate; server_max_window_bits={bits}; client_max_window_bits={bits}"
         );
-        let (mut stream, answer) = handshake(&server, "/echo", Some(offer.as_str())).await;
+        let (mut stream, answer) =
+            raw_websocket_offering(&server, "/echo", Some(offer.as_str())).await;
         assert_eq!(
             answer.as_deref(),
             Some(format!("permessage-deflate; server_no_context_takeover; server_max_window_bits={bits}; client_max_window_bits={bits}").as_str())
@@ -247,7 +204,7 @@ async fn compressed_messages_go_both_ways_with_every_window_size() {
 #[tokio::test(flavor = "multi_thread")]
 async fn fragmented_compressed_messages_small_ones_and_uncompressed_ones_all_arrive() {
     let server = TestServer::start(config()).await;
-    let (mut stream, answer) = handshake(&server, "/echo", Some(BROWSER_OFFER)).await;
+    let (mut stream, answer) = raw_websocket_offering(&server, "/echo", Some(BROWSER_OFFER)).await;
     assert!(answer.unwrap().ends_with("client_max_window_bits=12"));
     // The window the server asked for (its default, 12 bits).
     let mut client = Compress::new_with_window_bits(Compression::default(), false, 12);
@@ -339,13 +296,14 @@ async fn misplaced_rsv1_is_1002_and_data_that_does_not_inflate_is_1007() {
         ),
     ];
     for (what, wire, expected) in cases {
-        let (mut stream, answer) = handshake(&server, "/echo", Some(BROWSER_OFFER)).await;
+        let (mut stream, answer) =
+            raw_websocket_offering(&server, "/echo", Some(BROWSER_OFFER)).await;
         assert!(answer.is_some());
         stream.write_all(&wire).await.unwrap();
         assert_eq!(close_code(&mut stream).await, expected, "{what}");
     }
     // Others are not affected.
-    let (mut stream, _) = handshake(&server, "/echo", Some(BROWSER_OFFER)).await;
+    let (mut stream, _) = raw_websocket_offering(&server, "/echo", Some(BROWSER_OFFER)).await;
     stream
         .write_all(&masked(0x81, b"still here"))
         .await
@@ -368,10 +326,10 @@ async fn a_decompression_bomb_is_refused_with_1009_before_it_costs_memory() {
     let bomb = chunk.repeat(200);
     assert!(bomb.len() < 512 << 10, "{} bytes", bomb.len());
 
-    let (mut bystander, _) = handshake(&server, "/echo", Some(BROWSER_OFFER)).await;
+    let (mut bystander, _) = raw_websocket_offering(&server, "/echo", Some(BROWSER_OFFER)).await;
     let peak_before = server.memory_kib("VmHWM");
     for _ in 0..3 {
-        let (mut stream, _) = handshake(&server, "/echo", Some(BROWSER_OFFER)).await;
+        let (mut stream, _) = raw_websocket_offering(&server, "/echo", Some(BROWSER_OFFER)).await;
         stream.write_all(&masked(0xC2, &bomb)).await.unwrap();
         assert_eq!(close_code(&mut stream).await, 1009);
     }
@@ -396,7 +354,7 @@ async fn plugins_see_whether_a_connection_is_compressed() {
     assert_eq!(info["extensions"], "");
 
     // A client that offers it: the kit asks about itself over the raw socket.
-    let (mut stream, answer) = handshake(&server, "/kit", Some(BROWSER_OFFER)).await;
+    let (mut stream, answer) = raw_websocket_offering(&server, "/kit", Some(BROWSER_OFFER)).await;
     let answer = answer.expect("negotiated");
     stream
         .write_all(&masked(0x81, json!({"op": "info"}).to_string().as_bytes()))
@@ -458,14 +416,15 @@ async fn the_protocol_checks_hold_with_compression_negotiated() {
     // Every forbidden frame gets the same close code (RSV1 on a data frame
     // is no longer forbidden: it is the compressed bit).
     for (what, wire, expected) in crate::protocol::forbidden_frames().into_iter().skip(1) {
-        let (mut stream, answer) = handshake(&server, "/echo", Some(BROWSER_OFFER)).await;
+        let (mut stream, answer) =
+            raw_websocket_offering(&server, "/echo", Some(BROWSER_OFFER)).await;
         assert!(answer.is_some());
         stream.write_all(&wire).await.unwrap();
         assert_eq!(close_code(&mut stream).await, expected, "{what}");
     }
 
     // Pings inside a fragmented message and pipelined messages, in order.
-    let (mut stream, _) = handshake(&server, "/echo", Some(BROWSER_OFFER)).await;
+    let (mut stream, _) = raw_websocket_offering(&server, "/echo", Some(BROWSER_OFFER)).await;
     let mut wire = masked(0x01, b"frag");
     wire.extend(masked(0x89, b"p1"));
     wire.extend(masked(0x00, b"men"));

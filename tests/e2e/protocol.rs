@@ -117,9 +117,23 @@ async fn oversized_fragmented_message_closes_with_1009() {
 
 /// Completes a WebSocket handshake on a raw socket and returns it.
 pub(crate) async fn raw_websocket(server: &TestServer, path: &str) -> TcpStream {
+    raw_websocket_offering(server, path, None).await.0
+}
+
+/// A handshake on a raw socket offering `extensions` (a
+/// `Sec-WebSocket-Extensions` value); the socket and the answer's
+/// `Sec-WebSocket-Extensions`, if any.
+pub(crate) async fn raw_websocket_offering(
+    server: &TestServer,
+    path: &str,
+    extensions: Option<&str>,
+) -> (TcpStream, Option<String>) {
     let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    let extensions = extensions.map_or(String::new(), |e| {
+        format!("Sec-WebSocket-Extensions: {e}\r\n")
+    });
     let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{extensions}\r\n"
     );
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut head = Vec::new();
@@ -128,34 +142,35 @@ pub(crate) async fn raw_websocket(server: &TestServer, path: &str) -> TcpStream 
         stream.read_exact(&mut byte).await.unwrap();
         head.push(byte[0]);
     }
-    assert!(
-        head.starts_with(b"HTTP/1.1 101"),
-        "{}",
-        String::from_utf8_lossy(&head)
-    );
-    stream
+    let head = String::from_utf8(head).unwrap();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let answer = head.lines().find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.eq_ignore_ascii_case("sec-websocket-extensions")
+            .then(|| value.trim().to_owned())
+    });
+    (stream, answer)
 }
 
 /// Reads one unmasked server frame: (opcode, payload).
 pub(crate) async fn read_frame(stream: &mut TcpStream) -> (u8, Vec<u8>) {
+    let (_, _, opcode, payload) = read_whole_frame(stream).await;
+    (opcode, payload)
+}
+
+/// Reads one unmasked server frame: (FIN, RSV1, opcode, payload).
+pub(crate) async fn read_whole_frame(stream: &mut TcpStream) -> (bool, bool, u8, Vec<u8>) {
     let mut header = [0u8; 2];
     stream.read_exact(&mut header).await.unwrap();
     let len = match header[1] & 0x7f {
-        126 => {
-            let mut ext = [0u8; 2];
-            stream.read_exact(&mut ext).await.unwrap();
-            u16::from_be_bytes(ext) as usize
-        }
-        127 => {
-            let mut ext = [0u8; 8];
-            stream.read_exact(&mut ext).await.unwrap();
-            u64::from_be_bytes(ext) as usize
-        }
+        126 => stream.read_u16().await.unwrap() as usize,
+        127 => stream.read_u64().await.unwrap() as usize,
         n => n as usize,
     };
     let mut payload = vec![0u8; len];
     stream.read_exact(&mut payload).await.unwrap();
-    (header[0] & 0x0f, payload)
+    let first = header[0];
+    (first & 0x80 != 0, first & 0x40 != 0, first & 0x0f, payload)
 }
 
 #[tokio::test(flavor = "multi_thread")]

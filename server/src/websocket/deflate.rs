@@ -272,7 +272,8 @@ impl Inflater {
     }
 
     /// Bytes this connection holds for decompression.
-    pub fn held(&self) -> usize {
+    #[cfg(test)]
+    fn held(&self) -> usize {
         self.history.capacity()
     }
 }

@@ -258,28 +258,31 @@ pub fn write_close(out: &mut impl bytes::BufMut, code: u16, reason: &str) {
     out.put_slice(reason.as_bytes());
 }
 
+/// A client frame as it comes off the wire (`first`: FIN, RSV and opcode),
+/// masked with `mask`; for the frame layer's tests.
+#[cfg(test)]
+pub(super) fn masked(first: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
+    let mut frame = vec![first];
+    let len = payload.len();
+    if len < 126 {
+        frame.push(0x80 | len as u8);
+    } else if len <= 0xFFFF {
+        frame.push(0x80 | 126);
+        frame.extend_from_slice(&(len as u16).to_be_bytes());
+    } else {
+        frame.push(0x80 | 127);
+        frame.extend_from_slice(&(len as u64).to_be_bytes());
+    }
+    frame.extend_from_slice(&mask);
+    let mut body = payload.to_vec();
+    apply_mask(&mut body, mask, 0);
+    frame.extend_from_slice(&body);
+    frame
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn masked(first: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
-        let mut frame = vec![first];
-        let len = payload.len();
-        if len < 126 {
-            frame.push(0x80 | len as u8);
-        } else if len <= 0xFFFF {
-            frame.push(0x80 | 126);
-            frame.extend_from_slice(&(len as u16).to_be_bytes());
-        } else {
-            frame.push(0x80 | 127);
-            frame.extend_from_slice(&(len as u64).to_be_bytes());
-        }
-        frame.extend_from_slice(&mask);
-        let mut body = payload.to_vec();
-        apply_mask(&mut body, mask, 0);
-        frame.extend_from_slice(&body);
-        frame
-    }
 
     #[test]
     fn headers_of_every_length_form_parse_and_wait_for_their_bytes() {

@@ -398,23 +398,7 @@ mod tests {
     };
 
     fn masked(first: u8, payload: &[u8]) -> Vec<u8> {
-        let mask = [0xA1, 0xB2, 0xC3, 0xD4];
-        let mut frame = vec![first];
-        let len = payload.len();
-        if len < 126 {
-            frame.push(0x80 | len as u8);
-        } else if len <= 0xFFFF {
-            frame.push(0x80 | 126);
-            frame.extend_from_slice(&(len as u16).to_be_bytes());
-        } else {
-            frame.push(0x80 | 127);
-            frame.extend_from_slice(&(len as u64).to_be_bytes());
-        }
-        frame.extend_from_slice(&mask);
-        let mut body = payload.to_vec();
-        frame::apply_mask(&mut body, mask, 0);
-        frame.extend_from_slice(&body);
-        frame
+        frame::masked(first, payload, [0xA1, 0xB2, 0xC3, 0xD4])
     }
 
     /// Feeds `wire` to a reader in pieces of `piece` bytes; collects what it reads.
